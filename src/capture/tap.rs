@@ -1,0 +1,315 @@
+//! The tap: a device middleware that observes every packet and, when a capture is on,
+//! holds it until the stack says what it caused.
+
+use std::cell::RefCell;
+use std::io;
+use std::time::Duration;
+
+use smoltcp::phy::{self, Device, DeviceCapabilities};
+use smoltcp::time::Instant;
+
+use super::PcapngSink;
+use crate::device::{DeviceCounters, DeviceError, Link};
+use crate::observe::{Direction, FourTuple, Observed, Role, Tracker};
+
+/// Which packet a [`Note`] belongs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// The inbound segment the stack has just processed: it caused what the note says
+    /// (a state transition on receipt, a SYN dropped at a full accept queue).
+    Inbound,
+    /// Our next FIN or RST on that connection: the application closed or aborted it, and
+    /// that segment is where the peer learns of it.
+    NextFinOrRst,
+}
+
+/// Something the stack knows about a packet that the packet alone does not say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub tuple: FourTuple,
+    pub attach: Attach,
+    pub text: String,
+}
+
+/// The most notes that may wait for a FIN or RST; older ones are dropped past this (a
+/// connection aborted without ever sending one would otherwise keep its note forever).
+const MAX_CARRIED_NOTES: usize = 1024;
+
+/// Packets held between two flushes. The stack flushes after every step, so this is only
+/// reached if a step moves a burst of packets; then they are written without notes.
+const MAX_PENDING: usize = 4096;
+
+struct Pending {
+    at: Instant,
+    dir: Direction,
+    data: Vec<u8>,
+    observed: Option<Observed>,
+}
+
+struct TapState {
+    tracker: Tracker,
+    /// Segments that matter to a connection's life, for the stack to read.
+    observed: Vec<Observed>,
+    sink: Option<PcapngSink>,
+    /// A pool: the first `used` entries hold packets; the rest keep their buffers.
+    pending: Vec<Pending>,
+    used: usize,
+    carried: Vec<Note>,
+    failure: Option<io::Error>,
+}
+
+impl TapState {
+    fn record(&mut self, dir: Direction, at: Instant, packet: &[u8]) {
+        let observed = self.tracker.observe(dir, packet);
+        if let Some(o) = observed.filter(|o| o.role != Role::Other) {
+            self.observed.push(o);
+        }
+        if self.sink.is_none() {
+            return;
+        }
+        if self.used == MAX_PENDING {
+            self.write_pending(&mut []);
+        }
+        if self.used == self.pending.len() {
+            self.pending.push(Pending {
+                at,
+                dir,
+                data: Vec::new(),
+                observed: None,
+            });
+        }
+        let slot = &mut self.pending[self.used];
+        slot.at = at;
+        slot.dir = dir;
+        slot.data.clear();
+        slot.data.extend_from_slice(packet);
+        slot.observed = observed;
+        self.used += 1;
+    }
+
+    fn write_pending(&mut self, notes: &mut [Note]) {
+        let Some(sink) = self.sink.as_mut() else {
+            self.used = 0;
+            return;
+        };
+        for p in &self.pending[..self.used] {
+            let comment = p.observed.and_then(|o| {
+                let mut text = o.describe();
+                let tuple = o.tuple();
+                match p.dir {
+                    Direction::In => {
+                        for note in notes.iter_mut().filter(|n| n.tuple == tuple) {
+                            append(&mut text, std::mem::take(&mut note.text));
+                        }
+                    }
+                    Direction::Out if o.segment.fin || o.segment.rst => {
+                        self.carried.retain_mut(|note| {
+                            if note.tuple != tuple {
+                                return true;
+                            }
+                            append(&mut text, std::mem::take(&mut note.text));
+                            false
+                        });
+                    }
+                    Direction::Out => {}
+                }
+                text
+            });
+            let since_epoch = Duration::from_micros(p.at.total_micros().max(0) as u64);
+            if let Err(e) = sink.write_packet(since_epoch, p.dir, &p.data, comment) {
+                log::error!("capture {} stopped: {e}", sink.path().display());
+                self.failure = Some(e);
+                self.sink = None;
+                break;
+            }
+        }
+        self.used = 0;
+    }
+}
+
+fn append(text: &mut Option<String>, more: String) {
+    if more.is_empty() {
+        return;
+    }
+    match text {
+        Some(t) => {
+            t.push_str("; ");
+            t.push_str(&more);
+        }
+        None => *text = Some(more),
+    }
+}
+
+/// Observes every packet in both directions and, with a sink, records it.
+pub struct Tap<D> {
+    inner: D,
+    state: RefCell<TapState>,
+}
+
+impl<D> Tap<D> {
+    pub fn new(inner: D, sink: Option<PcapngSink>) -> Self {
+        Tap {
+            inner,
+            state: RefCell::new(TapState {
+                tracker: Tracker::new(),
+                observed: Vec::with_capacity(64),
+                sink,
+                pending: Vec::new(),
+                used: 0,
+                carried: Vec::new(),
+                failure: None,
+            }),
+        }
+    }
+
+    pub fn inner(&self) -> &D {
+        &self.inner
+    }
+
+    pub fn inner_mut(&mut self) -> &mut D {
+        &mut self.inner
+    }
+
+    pub fn capturing(&self) -> bool {
+        self.state.borrow().sink.is_some()
+    }
+
+    /// Moves the segments observed since the last call into `out` (which is cleared first).
+    /// Swapping the two vectors keeps both allocations alive across calls.
+    pub fn take_observed(&mut self, out: &mut Vec<Observed>) {
+        out.clear();
+        std::mem::swap(out, &mut self.state.get_mut().observed);
+    }
+
+    /// Writes the held packets with the stack's notes attached, and empties `notes`.
+    /// Notes for a later FIN or RST are kept until that segment is written.
+    pub fn flush(&mut self, notes: &mut Vec<Note>) {
+        let state = self.state.get_mut();
+        if state.sink.is_none() {
+            notes.clear();
+            state.used = 0;
+            return;
+        }
+        let mut i = 0;
+        while i < notes.len() {
+            if notes[i].attach == Attach::NextFinOrRst {
+                if state.carried.len() == MAX_CARRIED_NOTES {
+                    state.carried.remove(0);
+                }
+                state.carried.push(notes.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        state.write_pending(notes);
+        notes.clear();
+    }
+
+    /// Writes what is held and pushes the file to disk; returns the path and the number of
+    /// packets written, if a capture is on.
+    pub fn finish(&mut self) -> io::Result<Option<(std::path::PathBuf, u64)>> {
+        let state = self.state.get_mut();
+        state.write_pending(&mut []);
+        if let Some(e) = state.failure.take() {
+            return Err(e);
+        }
+        match state.sink.as_mut() {
+            Some(sink) => {
+                sink.flush()?;
+                Ok(Some((sink.path().to_owned(), sink.packets())))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The capture failed (disk full, file removed): its error, once.
+    pub fn take_failure(&mut self) -> Option<io::Error> {
+        self.state.get_mut().failure.take()
+    }
+}
+
+impl<D: Device> Device for Tap<D> {
+    type RxToken<'a>
+        = TapRx<'a, D::RxToken<'a>>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = TapTx<'a, D::TxToken<'a>>
+    where
+        Self: 'a;
+
+    fn receive(&mut self, timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let (rx, tx) = self.inner.receive(timestamp)?;
+        let state = &self.state;
+        Some((
+            TapRx {
+                inner: rx,
+                state,
+                timestamp,
+            },
+            TapTx {
+                inner: tx,
+                state,
+                timestamp,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, timestamp: Instant) -> Option<Self::TxToken<'_>> {
+        let tx = self.inner.transmit(timestamp)?;
+        Some(TapTx {
+            inner: tx,
+            state: &self.state,
+            timestamp,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.inner.capabilities()
+    }
+}
+
+impl<D: Link> Link for Tap<D> {
+    fn wait(&mut self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        self.inner.wait(timeout)
+    }
+    fn take_error(&mut self) -> Option<DeviceError> {
+        self.inner.take_error()
+    }
+    fn counters(&self) -> DeviceCounters {
+        self.inner.counters()
+    }
+}
+
+pub struct TapRx<'a, T> {
+    inner: T,
+    state: &'a RefCell<TapState>,
+    timestamp: Instant,
+}
+
+impl<T: phy::RxToken> phy::RxToken for TapRx<'_, T> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        let (state, timestamp) = (self.state, self.timestamp);
+        self.inner.consume(|packet| {
+            state.borrow_mut().record(Direction::In, timestamp, packet);
+            f(packet)
+        })
+    }
+}
+
+pub struct TapTx<'a, T> {
+    inner: T,
+    state: &'a RefCell<TapState>,
+    timestamp: Instant,
+}
+
+impl<T: phy::TxToken> phy::TxToken for TapTx<'_, T> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let (state, timestamp) = (self.state, self.timestamp);
+        self.inner.consume(len, |packet| {
+            let result = f(packet);
+            state.borrow_mut().record(Direction::Out, timestamp, packet);
+            result
+        })
+    }
+}

@@ -1,0 +1,225 @@
+//! The command line: flags, their bounds, and turning failures into one clear sentence.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::journey::Format;
+use crate::stack::limits;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "synack",
+    version,
+    about = "A userspace TCP/IP stack on a TUN device that shows the journey of an HTTP request"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve HTTP/1.1 from a smoltcp stack on a TUN device, capturing every packet.
+    Serve(ServeArgs),
+}
+
+/// An IPv4 address with a prefix length, like 10.77.0.2/24.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = s.split_once('/').unwrap_or((s, "24"));
+        let addr: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+        let prefix: u8 = p
+            .parse()
+            .ok()
+            .filter(|p| (1..=30).contains(p))
+            .ok_or_else(|| {
+                format!("prefix /{p} must be 1..=30 (the subnet needs room for us and the gateway)")
+            })?;
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl Cidr {
+    /// The first host of the subnet: the kernel side's address by convention (10.77.0.1).
+    pub fn first_host(&self) -> Ipv4Addr {
+        let mask = u32::MAX << (32 - u32::from(self.prefix));
+        Ipv4Addr::from((u32::from(self.addr) & mask) + 1)
+    }
+}
+
+fn parse_buf(s: &str) -> Result<usize, String> {
+    let (digits, mult) = match s.to_ascii_lowercase() {
+        t if t.ends_with("kib") || t.ends_with('k') => (
+            t.trim_end_matches("kib").trim_end_matches('k').to_owned(),
+            1024,
+        ),
+        t if t.ends_with("mib") || t.ends_with('m') => (
+            t.trim_end_matches("mib").trim_end_matches('m').to_owned(),
+            1024 * 1024,
+        ),
+        t => (t, 1),
+    };
+    let n = digits
+        .parse::<usize>()
+        .map_err(|_| format!("{s:?} is not a size (examples: 65536, 64k, 1m)"))?
+        * mult;
+    if !(limits::MIN_BUF..=limits::MAX_BUF).contains(&n) {
+        return Err(format!(
+            "{n} bytes is out of range {}..={} (1 KiB to 1 GiB)",
+            limits::MIN_BUF,
+            limits::MAX_BUF
+        ));
+    }
+    Ok(n)
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TUN device to attach to (created, brought up and given the gateway address if it does not exist).
+    #[arg(long, default_value = "tun0")]
+    pub tun: String,
+    /// The stack's own address and subnet.
+    #[arg(long, default_value = "10.77.0.2/24")]
+    pub addr: Cidr,
+    /// Next hop for other subnets: the kernel side of the TUN. Default: the first host of --addr's subnet.
+    #[arg(long)]
+    pub gateway: Option<Ipv4Addr>,
+    /// Set the device's MTU (both ends of the TUN); the MSS we advertise follows (MTU - 40). Default: the device's.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(576..=65535))]
+    pub mtu: Option<u32>,
+    /// TCP port of the HTTP server.
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u16).range(1..))]
+    pub http_port: u16,
+    /// Accept queue: sockets listening or holding connections not yet taken. When none is free, new SYNs are dropped.
+    #[arg(long, default_value_t = limits::DEFAULT_BACKLOG, value_parser = backlog_range)]
+    pub backlog: usize,
+    /// Most connections in the table at once (TIME-WAIT included); beyond it connections wait in the accept queue.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_CONNS, value_parser = max_conns_range)]
+    pub max_conns: usize,
+    /// Socket receive buffer per connection; the advertised window and window scale follow (e.g. 64k).
+    #[arg(long, default_value = "64k", value_parser = parse_buf)]
+    pub rx_buf: usize,
+    /// Socket send buffer per connection (e.g. 256k).
+    #[arg(long, default_value = "256k", value_parser = parse_buf)]
+    pub tx_buf: usize,
+    /// Write the capture here (pcapng). Default: a new timestamped file under captures/.
+    #[arg(long, conflicts_with = "no_capture")]
+    pub capture: Option<PathBuf>,
+    /// Do not capture.
+    #[arg(long)]
+    pub no_capture: bool,
+    /// How to show the journey: text (a timeline per connection when it ends), json (one event per line), off.
+    #[arg(long, value_enum, default_value = "text")]
+    pub journey: Format,
+    /// Write the journey to this file instead of stderr.
+    #[arg(long)]
+    pub journey_file: Option<PathBuf>,
+    /// Serve static files from this directory (never anything outside it).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Largest request body accepted; larger gets 413.
+    #[arg(long, default_value = "1m", value_parser = parse_buf)]
+    pub max_body: usize,
+    /// Seconds a client may take to send one request before it gets 408.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout: u64,
+    /// Seconds a kept-alive connection may sit idle before it gets 408 and is closed.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_timeout: u64,
+    /// Seed for initial sequence numbers (default: random). The same seed gives the same ISNs.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+fn bounded(s: &str, lo: usize, hi: usize) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (lo..=hi).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{n} is out of range {lo}..={hi}"))
+    }
+}
+
+fn backlog_range(s: &str) -> Result<usize, String> {
+    bounded(s, 1, limits::MAX_BACKLOG)
+}
+
+fn max_conns_range(s: &str) -> Result<usize, String> {
+    bounded(s, 1, limits::MAX_MAX_CONNS)
+}
+
+/// Parses the command line, runs the command, and turns any failure into one sentence
+/// on stderr and a non-zero exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("synack=info,smoltcp=warn"),
+    )
+    .format_timestamp_millis()
+    .init();
+    let result = match cli.command {
+        Command::Serve(args) => crate::serve::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("synack: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_parsing() {
+        let c: Cidr = "10.77.0.2/24".parse().unwrap();
+        assert_eq!(
+            (c.addr, c.prefix, c.first_host()),
+            (Ipv4Addr::new(10, 77, 0, 2), 24, Ipv4Addr::new(10, 77, 0, 1))
+        );
+        assert!("10.77.0.2/31".parse::<Cidr>().is_err());
+        assert!("nope/24".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn buffer_sizes() {
+        assert_eq!(parse_buf("64k"), Ok(65536));
+        assert_eq!(parse_buf("1M"), Ok(1 << 20));
+        assert_eq!(parse_buf("4096"), Ok(4096));
+        assert!(parse_buf("12").unwrap_err().contains("out of range"));
+        assert!(parse_buf("lots").is_err());
+    }
+
+    #[test]
+    fn flags_are_bounded_with_a_clear_range() {
+        let err = Cli::try_parse_from(["synack", "serve", "--backlog", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("1..=4096"), "{err}");
+        let err = Cli::try_parse_from(["synack", "serve", "--mtu", "100"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("576"), "{err}");
+        assert!(
+            Cli::try_parse_from(["synack", "serve", "--capture", "x", "--no-capture"]).is_err()
+        );
+        let ok = Cli::try_parse_from(["synack", "serve", "--journey", "json"]).unwrap();
+        let Command::Serve(a) = ok.command;
+        assert_eq!(a.journey, Format::Json);
+    }
+}

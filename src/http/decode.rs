@@ -1,0 +1,586 @@
+//! Request decoding: httparse for the head, then the body framed by Content-Length or
+//! chunked transfer coding (RFC 9112 §6, §7.1), with every limit enforced as bytes arrive.
+
+use super::{HttpError, Limits, MAX_HEADERS_CEILING, Request, Version};
+
+/// The longest chunk-size line (with extensions) we read before calling it malformed.
+const MAX_CHUNK_LINE: usize = 1024;
+
+/// What the decoder has for the caller.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// A complete request.
+    Request(Request),
+    /// The head asked for `Expect: 100-continue` and the body has not come yet: send the
+    /// interim response (RFC 9110 §10.1.1). Reported once per request.
+    Continue,
+    /// Not enough bytes yet.
+    NeedMore,
+    /// The request is broken or too big; answer with this status, then close.
+    Error(HttpError),
+}
+
+#[derive(Debug)]
+enum Framing {
+    Length(usize),
+    Chunked(Chunk),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this many bytes left.
+    Data(usize),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer fields until an empty line.
+    Trailers,
+}
+
+#[derive(Debug)]
+enum State {
+    Head,
+    Body {
+        request: Request,
+        framing: Framing,
+        expect_continue: bool,
+    },
+    Failed(HttpError),
+}
+
+/// Turns a connection's bytes into requests, one at a time, in order.
+#[derive(Debug)]
+pub struct RequestDecoder {
+    buf: Vec<u8>,
+    limits: Limits,
+    state: State,
+}
+
+impl RequestDecoder {
+    pub fn new(limits: Limits) -> Self {
+        let limits = Limits {
+            max_headers: limits.max_headers.min(MAX_HEADERS_CEILING),
+            ..limits
+        };
+        RequestDecoder {
+            buf: Vec::new(),
+            limits,
+            state: State::Head,
+        }
+    }
+
+    /// How many more bytes [`input`](Self::input) would take now. Zero means the caller
+    /// should leave them in the socket: the receive window closes and the client waits.
+    pub fn room(&self) -> usize {
+        (self.limits.max_head + 16 * 1024).saturating_sub(self.buf.len())
+    }
+
+    /// Takes as many of `data` as there is room for; returns how many.
+    pub fn input(&mut self, data: &[u8]) -> usize {
+        let n = data.len().min(self.room());
+        self.buf.extend_from_slice(&data[..n]);
+        n
+    }
+
+    /// Whether part of a request has arrived (so a timeout now is a slow request, not an
+    /// idle connection).
+    pub fn in_progress(&self) -> bool {
+        !self.buf.is_empty() || !matches!(self.state, State::Head)
+    }
+
+    /// Bytes received and not yet part of a returned request (pipelined requests wait here).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Decodes what the buffer holds as far as it goes.
+    pub fn decode(&mut self) -> Decoded {
+        loop {
+            match &mut self.state {
+                State::Failed(e) => return Decoded::Error(e.clone()),
+                State::Head => match self.decode_head() {
+                    Ok(true) => continue,
+                    Ok(false) => return Decoded::NeedMore,
+                    Err(e) => return self.fail(e),
+                },
+                State::Body {
+                    expect_continue, ..
+                } => {
+                    let expect = std::mem::take(expect_continue);
+                    match self.decode_body() {
+                        Ok(Some(request)) => {
+                            self.state = State::Head;
+                            return Decoded::Request(request);
+                        }
+                        Ok(None) if expect => return Decoded::Continue,
+                        Ok(None) => return Decoded::NeedMore,
+                        Err(e) => return self.fail(e),
+                    }
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, e: HttpError) -> Decoded {
+        self.state = State::Failed(e.clone());
+        Decoded::Error(e)
+    }
+
+    /// Parses the head if it is all here; `Ok(true)` moves on to the body.
+    fn decode_head(&mut self) -> Result<bool, HttpError> {
+        if self.buf.is_empty() {
+            return Ok(false);
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_CEILING];
+        let mut parsed = httparse::Request::new(&mut headers[..self.limits.max_headers]);
+        let head_len = match parsed.parse(&self.buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                if self.buf.len() >= self.limits.max_head {
+                    return Err(HttpError::new(
+                        431,
+                        format!("request head exceeds {} bytes", self.limits.max_head),
+                    ));
+                }
+                return Ok(false);
+            }
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(HttpError::new(
+                    431,
+                    format!("more than {} header fields", self.limits.max_headers),
+                ));
+            }
+            Err(httparse::Error::Version) => {
+                return Err(HttpError::new(
+                    505,
+                    "only HTTP/1.0 and HTTP/1.1 are spoken here",
+                ));
+            }
+            Err(e) => return Err(HttpError::new(400, format!("malformed request: {e}"))),
+        };
+        if head_len > self.limits.max_head {
+            return Err(HttpError::new(
+                431,
+                format!("request head exceeds {} bytes", self.limits.max_head),
+            ));
+        }
+        let version = if parsed.version == Some(0) {
+            Version::Http10
+        } else {
+            Version::Http11
+        };
+        let method = parsed.method.unwrap_or_default().to_owned();
+        let target = parsed.path.unwrap_or_default().to_owned();
+        if !target.starts_with('/') && target != "*" {
+            return Err(HttpError::new(
+                400,
+                "request target must be a path (origin-form)",
+            ));
+        }
+        let headers: Vec<(String, String)> = parsed
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_owned(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect();
+        let request = Request {
+            method,
+            target,
+            version,
+            headers,
+            body: Vec::new(),
+            head_bytes: head_len,
+        };
+        let framing = self.framing(&request)?;
+        let expect_continue = version == Version::Http11
+            && request
+                .header("expect")
+                .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        self.buf.drain(..head_len);
+        self.state = State::Body {
+            request,
+            framing,
+            expect_continue,
+        };
+        Ok(true)
+    }
+
+    /// RFC 9112 §6.3: how the body's length is known.
+    fn framing(&self, request: &Request) -> Result<Framing, HttpError> {
+        let te: Vec<&str> = request
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
+            .flat_map(|(_, v)| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .collect();
+        let cls: Vec<&str> = request
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .flat_map(|(_, v)| v.split(','))
+            .map(str::trim)
+            .collect();
+        if !te.is_empty() {
+            // §6.1: both present is a smuggling attempt as often as not; refuse it.
+            if !cls.is_empty() {
+                return Err(HttpError::new(
+                    400,
+                    "both Transfer-Encoding and Content-Length",
+                ));
+            }
+            if request.version == Version::Http10 {
+                return Err(HttpError::new(
+                    400,
+                    "Transfer-Encoding in an HTTP/1.0 request",
+                ));
+            }
+            // §6.3 item 4: a request whose final coding is not chunked has no knowable length.
+            if !te.last().is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+                return Err(HttpError::new(400, "final transfer coding is not chunked"));
+            }
+            if te.len() > 1 {
+                return Err(HttpError::new(
+                    501,
+                    "only the chunked transfer coding is supported",
+                ));
+            }
+            return Ok(Framing::Chunked(Chunk::Size));
+        }
+        let Some(first) = cls.first() else {
+            return Ok(Framing::Length(0));
+        };
+        // §8.6: a list of identical values is one value; anything else is an error.
+        if cls.iter().any(|v| v != first) {
+            return Err(HttpError::new(400, "conflicting Content-Length values"));
+        }
+        if first.is_empty() || !first.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(HttpError::new(
+                400,
+                format!("invalid Content-Length {first:?}"),
+            ));
+        }
+        match first.parse::<usize>() {
+            Ok(n) if n <= self.limits.max_body => Ok(Framing::Length(n)),
+            _ => Err(HttpError::new(
+                413,
+                format!(
+                    "body of {first} bytes exceeds the limit of {}",
+                    self.limits.max_body
+                ),
+            )),
+        }
+    }
+
+    fn decode_body(&mut self) -> Result<Option<Request>, HttpError> {
+        let max_body = self.limits.max_body;
+        let State::Body {
+            request, framing, ..
+        } = &mut self.state
+        else {
+            unreachable!("decode_body is only called in the Body state");
+        };
+        match framing {
+            Framing::Length(remaining) => {
+                let n = (*remaining).min(self.buf.len());
+                request.body.extend_from_slice(&self.buf[..n]);
+                self.buf.drain(..n);
+                *remaining -= n;
+                if *remaining > 0 {
+                    return Ok(None);
+                }
+            }
+            Framing::Chunked(chunk) => {
+                let mut pos = 0;
+                let done = loop {
+                    match *chunk {
+                        Chunk::Size => {
+                            let Some(line) = take_line(&self.buf[pos..], MAX_CHUNK_LINE)? else {
+                                break false;
+                            };
+                            pos += line.len() + 2;
+                            let size = parse_chunk_size(line)?;
+                            if request.body.len().saturating_add(size) > max_body {
+                                return Err(HttpError::new(
+                                    413,
+                                    format!("chunked body exceeds the limit of {max_body}"),
+                                ));
+                            }
+                            *chunk = if size == 0 {
+                                Chunk::Trailers
+                            } else {
+                                Chunk::Data(size)
+                            };
+                        }
+                        Chunk::Data(left) => {
+                            let n = left.min(self.buf.len() - pos);
+                            if n == 0 {
+                                break false;
+                            }
+                            request.body.extend_from_slice(&self.buf[pos..pos + n]);
+                            pos += n;
+                            *chunk = if left == n {
+                                Chunk::DataEnd
+                            } else {
+                                Chunk::Data(left - n)
+                            };
+                        }
+                        Chunk::DataEnd => {
+                            let rest = &self.buf[pos..];
+                            if rest.len() < 2 {
+                                break false;
+                            }
+                            if &rest[..2] != b"\r\n" {
+                                return Err(HttpError::new(400, "chunk data not followed by CRLF"));
+                            }
+                            pos += 2;
+                            *chunk = Chunk::Size;
+                        }
+                        Chunk::Trailers => {
+                            // Trailer fields are read and dropped (RFC 9112 §7.1.2).
+                            let Some(line) = take_line(&self.buf[pos..], self.limits.max_head)?
+                            else {
+                                break false;
+                            };
+                            pos += line.len() + 2;
+                            if line.is_empty() {
+                                break true;
+                            }
+                        }
+                    }
+                };
+                self.buf.drain(..pos);
+                if !done {
+                    return Ok(None);
+                }
+            }
+        }
+        let request = std::mem::replace(
+            request,
+            Request {
+                method: String::new(),
+                target: String::new(),
+                version: Version::Http11,
+                headers: Vec::new(),
+                body: Vec::new(),
+                head_bytes: 0,
+            },
+        );
+        Ok(Some(request))
+    }
+}
+
+/// The bytes before the next CRLF, if the CRLF has arrived.
+fn take_line(buf: &[u8], max: usize) -> Result<Option<&[u8]>, HttpError> {
+    match buf.windows(2).position(|w| w == b"\r\n") {
+        Some(i) if i <= max => Ok(Some(&buf[..i])),
+        Some(_) => Err(HttpError::new(400, "chunk line too long")),
+        None if buf.len() > max + 1 => Err(HttpError::new(400, "chunk line too long")),
+        None => Ok(None),
+    }
+}
+
+/// `chunk-size [ chunk-ext ]` (RFC 9112 §7.1): hex digits, extensions ignored.
+fn parse_chunk_size(line: &[u8]) -> Result<usize, HttpError> {
+    let hex = line.split(|&b| b == b';').next().unwrap_or_default();
+    let hex = std::str::from_utf8(hex)
+        .map_err(|_| HttpError::new(400, "bad chunk size"))?
+        .trim();
+    if hex.is_empty() || hex.len() > 15 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(HttpError::new(400, format!("bad chunk size {hex:?}")));
+    }
+    usize::from_str_radix(hex, 16).map_err(|_| HttpError::new(400, "bad chunk size"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoder() -> RequestDecoder {
+        RequestDecoder::new(Limits {
+            max_head: 1024,
+            max_headers: 8,
+            max_body: 100,
+        })
+    }
+
+    fn one(input: &[u8]) -> Decoded {
+        let mut d = decoder();
+        assert_eq!(d.input(input), input.len());
+        d.decode()
+    }
+
+    fn status(d: Decoded) -> u16 {
+        match d {
+            Decoded::Error(e) => e.status,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn simple_get() {
+        let Decoded::Request(r) = one(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\n") else {
+            panic!()
+        };
+        assert_eq!(
+            (r.method.as_str(), r.path(), r.version),
+            ("GET", "/a", Version::Http11)
+        );
+        assert_eq!(r.header("HOST"), Some("x"));
+        assert!(r.keep_alive());
+        assert_eq!(r.head_bytes, 32);
+    }
+
+    #[test]
+    fn byte_by_byte_gives_the_same_request() {
+        let input = b"POST /json HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
+        let mut d = decoder();
+        for (i, b) in input.iter().enumerate() {
+            d.input(std::slice::from_ref(b));
+            let got = d.decode();
+            if i + 1 < input.len() {
+                assert_eq!(got, Decoded::NeedMore, "at byte {i}");
+            } else {
+                let Decoded::Request(r) = got else {
+                    panic!("{got:?}")
+                };
+                assert_eq!(r.body, b"hello");
+            }
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_come_out_in_order() {
+        let mut d = decoder();
+        d.input(b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\n\r\n");
+        for want in ["/1", "/2", "/3"] {
+            let Decoded::Request(r) = d.decode() else {
+                panic!()
+            };
+            assert_eq!(r.target, want);
+        }
+        assert_eq!(d.decode(), Decoded::NeedMore);
+        assert!(!d.in_progress());
+    }
+
+    #[test]
+    fn http10_closes_unless_asked() {
+        let Decoded::Request(r) = one(b"GET / HTTP/1.0\r\n\r\n") else {
+            panic!()
+        };
+        assert!(!r.keep_alive());
+        let Decoded::Request(r) = one(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n") else {
+            panic!()
+        };
+        assert!(r.keep_alive());
+        let Decoded::Request(r) = one(b"GET / HTTP/1.1\r\nConnection: foo, close\r\n\r\n") else {
+            panic!()
+        };
+        assert!(!r.keep_alive());
+    }
+
+    #[test]
+    fn chunked_body_with_extensions_and_trailers() {
+        let Decoded::Request(r) = one(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n1\r\n!\r\n0\r\nT: v\r\n\r\n",
+        ) else {
+            panic!()
+        };
+        assert_eq!(r.body, b"hello!");
+    }
+
+    #[test]
+    fn malformed_is_400() {
+        assert_eq!(status(one(b"GARBAGE\r\n\r\n")), 400);
+        assert_eq!(status(one(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")), 400);
+        assert_eq!(status(one(b"GET http://x/ HTTP/1.1\r\n\r\n")), 400);
+        assert_eq!(
+            status(one(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n")),
+            400
+        );
+        assert_eq!(
+            status(one(
+                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+            )),
+            400
+        );
+        assert_eq!(
+            status(one(
+                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )),
+            400
+        );
+        assert_eq!(
+            status(one(
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+            )),
+            400
+        );
+        assert_eq!(
+            status(one(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n")),
+            400
+        );
+    }
+
+    #[test]
+    fn other_versions_are_505() {
+        assert_eq!(status(one(b"GET / HTTP/2.0\r\n\r\n")), 505);
+    }
+
+    #[test]
+    fn too_big_body_is_413_before_it_arrives() {
+        assert_eq!(
+            status(one(b"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n")),
+            413
+        );
+        assert_eq!(
+            status(one(
+                b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n"
+            )),
+            413
+        );
+        let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n";
+        assert_eq!(status(one(chunked)), 413);
+    }
+
+    #[test]
+    fn too_big_head_is_431() {
+        let mut d = decoder();
+        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+        while head.len() < 1100 {
+            head.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        d.input(&head);
+        assert_eq!(status(d.decode()), 431);
+        let many: String = (0..9).map(|i| format!("H{i}: v\r\n")).collect();
+        assert_eq!(
+            status(one(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes())),
+            431
+        );
+    }
+
+    #[test]
+    fn expect_continue_is_reported_once() {
+        let mut d = decoder();
+        d.input(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
+        assert_eq!(d.decode(), Decoded::Continue);
+        assert_eq!(d.decode(), Decoded::NeedMore);
+        d.input(b"hi");
+        assert!(matches!(d.decode(), Decoded::Request(r) if r.body == b"hi"));
+    }
+
+    #[test]
+    fn room_bounds_the_buffer() {
+        let mut d = decoder();
+        let big = vec![b'a'; 100_000];
+        let took = d.input(&big);
+        assert!(took < big.len());
+        assert_eq!(d.room(), 0);
+    }
+}

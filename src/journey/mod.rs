@@ -1,0 +1,334 @@
+//! The journey log: what happened to each connection, stage by stage, as plain data.
+//!
+//! Code that records an event does not format anything. [`render`] turns events into a
+//! text timeline or JSON lines; the `/journey` route serialises a [`ConnRecord`]; the
+//! capture's comments are built by the stack from the same facts.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddrV4;
+
+use serde::Serialize;
+
+use crate::observe::{Direction, SynOptions};
+
+pub mod render;
+
+/// Every connection gets one, in the order their SYNs were accepted, starting at 1.
+pub type ConnId = u64;
+
+/// The stages of a request's journey (see DESIGN.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Resolve,
+    Connect,
+    Receive,
+    Decrypt,
+    Parse,
+    Decode,
+    Process,
+    Respond,
+    Encrypt,
+    Send,
+    Close,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 11] = [
+        Stage::Resolve,
+        Stage::Connect,
+        Stage::Receive,
+        Stage::Decrypt,
+        Stage::Parse,
+        Stage::Decode,
+        Stage::Process,
+        Stage::Respond,
+        Stage::Encrypt,
+        Stage::Send,
+        Stage::Close,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Resolve => "resolve",
+            Stage::Connect => "connect",
+            Stage::Receive => "receive",
+            Stage::Decrypt => "decrypt",
+            Stage::Parse => "parse",
+            Stage::Decode => "decode",
+            Stage::Process => "process",
+            Stage::Respond => "respond",
+            Stage::Encrypt => "encrypt",
+            Stage::Send => "send",
+            Stage::Close => "close",
+        }
+    }
+}
+
+/// What happened, with the numbers that matter.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum What {
+    /// The peer's SYN reached a listening socket (handshake 1/3).
+    Syn {
+        remote: SocketAddrV4,
+        local: SocketAddrV4,
+        isn: u32,
+        window: u16,
+        #[serde(flatten)]
+        options: SynOptions,
+        queue_depth: usize,
+        backlog: usize,
+    },
+    /// A SYN found no free listening socket and was dropped, as Linux does when its
+    /// accept queue is full; the client will retransmit it.
+    SynDropped {
+        remote: SocketAddrV4,
+        backlog: usize,
+    },
+    /// Our SYN-ACK (handshake 2/3).
+    SynAck {
+        isn: u32,
+        ack: u32,
+        window: u16,
+        #[serde(flatten)]
+        options: SynOptions,
+    },
+    /// The peer's ACK of our SYN-ACK (handshake 3/3).
+    HandshakeAck { seq: u32, ack: u32 },
+    /// The connection left the accept queue for the connection table.
+    Accepted {
+        queue_depth: usize,
+        backlog: usize,
+        active: usize,
+    },
+    /// Our side's TCP state changed (RFC 9293 §3.3.2).
+    State {
+        from: &'static str,
+        to: &'static str,
+    },
+    /// Bytes copied out of the socket's receive buffer.
+    Received {
+        bytes: usize,
+        rx_fill: usize,
+        rx_capacity: usize,
+        window: usize,
+    },
+    /// A request line and headers were parsed.
+    Parsed {
+        method: String,
+        path: String,
+        version: &'static str,
+        headers: usize,
+        head_bytes: usize,
+        body_bytes: usize,
+    },
+    /// The request could not be parsed or broke a limit; it is answered with `status`.
+    Rejected { status: u16, reason: String },
+    /// A structured body was decoded.
+    Decoded {
+        content_type: String,
+        bytes: usize,
+        ok: bool,
+        detail: String,
+    },
+    /// The handler ran.
+    Processed {
+        route: &'static str,
+        duration_us: u64,
+    },
+    /// The response was built.
+    Responded {
+        status: u16,
+        length: u64,
+        streamed: bool,
+        keep_alive: bool,
+    },
+    /// A response was fully queued into the send buffer.
+    Sent {
+        bytes: u64,
+        tx_fill: usize,
+        tx_capacity: usize,
+    },
+    /// A FIN crossed the wire.
+    Fin { dir: Direction, seq: u32, ack: u32 },
+    /// The first ACK of a FIN crossed the wire.
+    FinAcked { dir: Direction, ack: u32 },
+    /// A RST crossed the wire.
+    Rst { dir: Direction, seq: u32 },
+    /// The socket is closed and reclaimed.
+    Closed {
+        bytes_in: u64,
+        bytes_out: u64,
+        requests: u64,
+        duration_us: u64,
+    },
+}
+
+/// One thing that happened to one connection (or to the server, with no connection).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conn: Option<ConnId>,
+    /// Microseconds on the stack's clock (since the Unix epoch for real runs).
+    pub t_us: i64,
+    pub stage: Stage,
+    #[serde(flatten)]
+    pub what: What,
+}
+
+/// The handshake, as both SYNs told it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Handshake {
+    pub client_isn: Option<u32>,
+    pub server_isn: Option<u32>,
+    /// The options and window of the peer's SYN.
+    pub client_window: Option<u16>,
+    pub client_options: SynOptions,
+    /// The options and window of our SYN-ACK.
+    pub server_window: Option<u16>,
+    pub server_options: SynOptions,
+}
+
+/// The most events kept per connection; a long-lived connection keeps its first ones
+/// and counts the rest, so a keep-alive connection cannot grow without bound.
+pub const MAX_EVENTS_PER_CONN: usize = 512;
+
+/// One connection's journey so far.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnRecord {
+    pub id: ConnId,
+    pub local: SocketAddrV4,
+    pub remote: SocketAddrV4,
+    pub opened_us: i64,
+    pub handshake: Handshake,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub requests: u64,
+    /// When each stage was first reached, microseconds on the stack's clock.
+    pub stages: Vec<(Stage, i64)>,
+    pub events: Vec<Event>,
+    pub events_dropped: u64,
+}
+
+impl ConnRecord {
+    fn push(&mut self, event: Event) {
+        if !self.stages.iter().any(|(s, _)| *s == event.stage) {
+            self.stages.push((event.stage, event.t_us));
+        }
+        if self.events.len() < MAX_EVENTS_PER_CONN {
+            self.events.push(event);
+        } else {
+            self.events_dropped += 1;
+        }
+    }
+}
+
+/// How the journey is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A readable timeline per connection, printed when the connection ends.
+    Text,
+    /// One JSON object per event, one per line, as it happens.
+    Json,
+    /// Nothing printed (the journey is still kept for `/journey`).
+    Off,
+}
+
+/// Keeps every live connection's record and writes the journey out.
+pub struct Journal {
+    format: Format,
+    out: Box<dyn Write + Send>,
+    conns: HashMap<ConnId, ConnRecord>,
+    next_id: ConnId,
+}
+
+impl Journal {
+    pub fn new(format: Format, out: Box<dyn Write + Send>) -> Self {
+        Journal {
+            format,
+            out,
+            conns: HashMap::new(),
+            next_id: 1,
+        }
+    }
+
+    /// A journal that keeps records (for `/journey`) and prints nothing.
+    pub fn silent() -> Self {
+        Self::new(Format::Off, Box::new(std::io::sink()))
+    }
+
+    /// Starts a connection's record and returns its id.
+    pub fn open(&mut self, local: SocketAddrV4, remote: SocketAddrV4, t_us: i64) -> ConnId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.conns.insert(
+            id,
+            ConnRecord {
+                id,
+                local,
+                remote,
+                opened_us: t_us,
+                handshake: Handshake::default(),
+                bytes_in: 0,
+                bytes_out: 0,
+                requests: 0,
+                stages: Vec::new(),
+                events: Vec::new(),
+                events_dropped: 0,
+            },
+        );
+        id
+    }
+
+    pub fn record(&mut self, conn: Option<ConnId>, t_us: i64, stage: Stage, what: What) {
+        let event = Event {
+            conn,
+            t_us,
+            stage,
+            what,
+        };
+        if self.format == Format::Json {
+            render::json_line(&mut self.out, &event);
+        }
+        if let Some(rec) = conn.and_then(|id| self.conns.get_mut(&id)) {
+            rec.push(event);
+        }
+    }
+
+    pub fn get(&self, id: ConnId) -> Option<&ConnRecord> {
+        self.conns.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: ConnId) -> Option<&mut ConnRecord> {
+        self.conns.get_mut(&id)
+    }
+
+    /// Ends a connection's record: in text mode its timeline is printed now.
+    pub fn close(&mut self, id: ConnId) -> Option<ConnRecord> {
+        let rec = self.conns.remove(&id)?;
+        if self.format == Format::Text {
+            render::timeline(&mut self.out, &rec);
+        }
+        Some(rec)
+    }
+
+    /// Ends every open record (at shutdown), oldest first.
+    pub fn close_all(&mut self) {
+        let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.close(id);
+        }
+        self.flush();
+    }
+
+    pub fn flush(&mut self) {
+        let _ = self.out.flush();
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.conns.len()
+    }
+}

@@ -1,0 +1,19 @@
+//! synack: a userspace TCP/IP stack on a TUN device that shows the whole journey of an
+//! HTTP request, and records every segment in a pcapng capture that explains itself.
+//!
+//! Layers, from the wire up (see DESIGN.md): [`device`] moves packets; [`capture`] records
+//! them and comments them using the independent [`observe`]r; [`stack`] runs smoltcp and
+//! the accept queue; [`session`] joins a connection's bytes to [`http`] and the [`app`];
+//! [`journey`] keeps what happened as data.
+
+pub mod app;
+pub mod capture;
+pub mod cli;
+pub mod clock;
+pub mod device;
+pub mod http;
+pub mod journey;
+pub mod observe;
+pub mod serve;
+pub mod session;
+pub mod stack;

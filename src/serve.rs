@@ -1,0 +1,170 @@
+//! `synack serve`: open the device, start the capture and the journal, run the stack until
+//! SIGINT or SIGTERM, then leave a complete capture behind.
+
+use std::fs::File;
+use std::io::{BufWriter, LineWriter, Write};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::app::App;
+use crate::capture::{self, PcapngSink, SinkInfo, Tap};
+use crate::cli::ServeArgs;
+use crate::device::TunDevice;
+use crate::device::tun::Origin;
+use crate::http::Limits;
+use crate::journey::Journal;
+use crate::session::Timeouts;
+use crate::stack::{Config, Stack};
+
+/// A seed for initial sequence numbers that differs on every run (RFC 9293 §3.4.1 wants
+/// ISNs hard to guess; smoltcp derives them from this seed).
+fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    if File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok()
+    {
+        return u64::from_ne_bytes(bytes);
+    }
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    t.as_nanos() as u64 ^ u64::from(std::process::id()) << 32
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let gateway = args.gateway.unwrap_or_else(|| args.addr.first_host());
+    if gateway == args.addr.addr {
+        bail!(
+            "--gateway {gateway} is the stack's own address; give the kernel side's address (usually the .1)"
+        );
+    }
+    let app = App::new(args.root.clone()).with_context(|| {
+        format!(
+            "--root {}: no such directory (give an existing directory to serve files from)",
+            args.root
+                .as_ref()
+                .map(|r| r.display().to_string())
+                .unwrap_or_default()
+        )
+    })?;
+
+    let mut tun = TunDevice::open(&args.tun)?;
+    if let Some(mtu) = args.mtu
+        && mtu as usize != tun.mtu()
+    {
+        tun.set_mtu(mtu as usize)?;
+    }
+    if tun.origin() == Origin::Created {
+        tun.configure_kernel_side(gateway, args.addr.prefix)?;
+        log::info!(
+            "created {} with the kernel side at {gateway}/{}; it goes away when synack stops",
+            tun.name(),
+            args.addr.prefix
+        );
+    }
+
+    let sink = if args.no_capture {
+        None
+    } else {
+        let path = args
+            .capture
+            .clone()
+            .unwrap_or_else(|| capture::default_path("serve"));
+        let info = SinkInfo {
+            interface: tun.name(),
+            description: format!(
+                "synack userspace stack at {}/{} on {}",
+                args.addr.addr,
+                args.addr.prefix,
+                tun.name()
+            ),
+        };
+        Some(PcapngSink::create(&path, info).with_context(|| {
+            format!(
+                "cannot create capture file {} (is the directory writable?)",
+                path.display()
+            )
+        })?)
+    };
+
+    let out: Box<dyn Write + Send> = match &args.journey_file {
+        Some(path) => {
+            Box::new(BufWriter::new(File::create(path).with_context(|| {
+                format!("cannot create journey file {}", path.display())
+            })?))
+        }
+        None => Box::new(LineWriter::new(std::io::stderr())),
+    };
+    let journal = Journal::new(args.journey, out);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("cannot install signal handlers")?;
+    }
+
+    let cfg = Config {
+        addr: args.addr.addr,
+        prefix: args.addr.prefix,
+        gateway,
+        http_port: args.http_port,
+        backlog: args.backlog,
+        max_conns: args.max_conns,
+        rx_buf: args.rx_buf,
+        tx_buf: args.tx_buf,
+        limits: Limits {
+            max_body: args.max_body,
+            ..Limits::default()
+        },
+        timeouts: Timeouts {
+            request: Duration::from_secs(args.request_timeout),
+            idle: Duration::from_secs(args.idle_timeout),
+        },
+        seed: args.seed.unwrap_or_else(random_seed),
+    };
+    let mtu = tun.mtu();
+    let name = tun.name().to_owned();
+    let capture_path = sink.as_ref().map(|s| s.path().to_owned());
+    let mut stack = Stack::new(cfg, Tap::new(tun, sink), app, journal);
+
+    eprintln!(
+        "synack: serving http://{}:{}/ on {name} (MTU {mtu}, MSS {}), gateway {gateway}",
+        args.addr.addr,
+        args.http_port,
+        mtu.saturating_sub(40)
+    );
+    match &capture_path {
+        Some(p) => eprintln!("synack: capturing to {}", p.display()),
+        None => eprintln!("synack: capture off"),
+    }
+    eprintln!("synack: Ctrl-C or SIGTERM stops cleanly");
+
+    let result = stack.run(&stop);
+    let finished = stack.shutdown();
+    let c = stack.counters();
+    eprintln!(
+        "synack: stopped. {} connection{}, {} packets in, {} out, {} SYN{} dropped at a full accept queue, {} device error{}",
+        c.connections,
+        if c.connections == 1 { "" } else { "s" },
+        c.device.rx_packets,
+        c.device.tx_packets,
+        c.syn_dropped,
+        if c.syn_dropped == 1 { "" } else { "s" },
+        c.device_errors,
+        if c.device_errors == 1 { "" } else { "s" },
+    );
+    match finished {
+        Ok(Some((path, packets))) => eprintln!(
+            "synack: capture {} complete, {packets} packets",
+            path.display()
+        ),
+        Ok(None) => {}
+        Err(e) => eprintln!("synack: the capture could not be completed: {e}"),
+    }
+    result?;
+    Ok(())
+}
