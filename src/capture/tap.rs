@@ -35,6 +35,10 @@ pub struct Note {
 /// connection aborted without ever sending one would otherwise keep its note forever).
 const MAX_CARRIED_NOTES: usize = 1024;
 
+/// How stale the file may get while the stack is idle: open it in Wireshark and it holds
+/// everything up to this long ago.
+pub const SYNC_INTERVAL: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(100);
+
 /// Packets held between two flushes. The stack flushes after every step, so this is only
 /// reached if a step moves a burst of packets; then they are written without notes.
 const MAX_PENDING: usize = 4096;
@@ -56,6 +60,8 @@ struct TapState {
     used: usize,
     carried: Vec<Note>,
     failure: Option<io::Error>,
+    last_sync: Instant,
+    synced_packets: u64,
 }
 
 impl TapState {
@@ -64,7 +70,19 @@ impl TapState {
         if let Some(o) = observed.filter(|o| o.role != Role::Other) {
             self.observed.push(o);
         }
-        if self.sink.is_none() {
+        let Some(sink) = self.sink.as_mut() else {
+            return;
+        };
+        // Notes attach only to inbound segments and to our FINs and RSTs. Anything else can
+        // be written now, if nothing held must go before it: for a download, that is every
+        // data segment, and it saves copying each one twice.
+        let noteless =
+            dir == Direction::Out && observed.is_none_or(|o| !o.segment.fin && !o.segment.rst);
+        if noteless && self.used == 0 {
+            let comment = observed.and_then(|o| o.describe());
+            if let Err(e) = sink.write_packet(since_epoch(at), dir, packet, comment) {
+                self.fail(e);
+            }
             return;
         }
         if self.used == MAX_PENDING {
@@ -115,16 +133,26 @@ impl TapState {
                 }
                 text
             });
-            let since_epoch = Duration::from_micros(p.at.total_micros().max(0) as u64);
-            if let Err(e) = sink.write_packet(since_epoch, p.dir, &p.data, comment) {
-                log::error!("capture {} stopped: {e}", sink.path().display());
-                self.failure = Some(e);
-                self.sink = None;
-                break;
+            if let Err(e) = sink.write_packet(since_epoch(p.at), p.dir, &p.data, comment) {
+                self.used = 0;
+                self.fail(e);
+                return;
             }
         }
         self.used = 0;
     }
+
+    /// The capture cannot go on (disk full, file gone): say so once and stop capturing.
+    fn fail(&mut self, e: io::Error) {
+        if let Some(sink) = self.sink.take() {
+            log::error!("capture {} stopped: {e}", sink.path().display());
+        }
+        self.failure = Some(e);
+    }
+}
+
+fn since_epoch(at: Instant) -> Duration {
+    Duration::from_micros(at.total_micros().max(0) as u64)
 }
 
 fn append(text: &mut Option<String>, more: String) {
@@ -158,6 +186,8 @@ impl<D> Tap<D> {
                 used: 0,
                 carried: Vec::new(),
                 failure: None,
+                last_sync: Instant::ZERO,
+                synced_packets: 0,
             }),
         }
     }
@@ -215,10 +245,36 @@ impl<D> Tap<D> {
         }
         match state.sink.as_mut() {
             Some(sink) => {
-                sink.flush()?;
+                sink.finish()?;
                 Ok(Some((sink.path().to_owned(), sink.packets())))
             }
             None => Ok(None),
+        }
+    }
+
+    /// When the file should next catch up with the capture: [`SYNC_INTERVAL`] after the
+    /// last time, if anything was captured since. The stack wakes up for it.
+    pub fn sync_deadline(&self) -> Option<Instant> {
+        let state = self.state.borrow();
+        let sink = state.sink.as_ref()?;
+        (sink.packets() != state.synced_packets).then(|| state.last_sync + SYNC_INTERVAL)
+    }
+
+    /// Lets the file catch up with what is captured, if its time has come. Called when the
+    /// loop is about to sleep; rate-limited, because under load the loop sleeps between
+    /// every burst of ACKs and each sync rewrites the partial last block.
+    pub fn idle(&mut self, now: Instant) {
+        if self.sync_deadline().is_none_or(|d| now < d) {
+            return;
+        }
+        let state = self.state.get_mut();
+        let Some(sink) = state.sink.as_mut() else {
+            return;
+        };
+        state.last_sync = now;
+        state.synced_packets = sink.packets();
+        if let Err(e) = sink.flush() {
+            state.fail(e);
         }
     }
 

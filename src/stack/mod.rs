@@ -239,8 +239,12 @@ impl<L: Link> Stack<L> {
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), StackError> {
         while !stop.load(Ordering::Relaxed) {
             self.step()?;
-            let wait = self.next_wait(clock::now());
-            self.journal.flush();
+            let now = clock::now();
+            let wait = self.next_wait(now);
+            if wait != Some(Duration::ZERO) {
+                self.journal.flush();
+                self.dev.inner_mut().idle(now);
+            }
             if stop.load(Ordering::Relaxed) {
                 break;
             }
