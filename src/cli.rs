@@ -105,9 +105,12 @@ pub struct ServeArgs {
     /// Accept queue: sockets listening or holding connections not yet taken. When none is free, new SYNs are dropped.
     #[arg(long, default_value_t = limits::DEFAULT_BACKLOG, value_parser = backlog_range)]
     pub backlog: usize,
-    /// Most connections in the table at once (TIME-WAIT included); beyond it connections wait in the accept queue.
+    /// Most connections in the table at once (TIME-WAIT not counted); beyond it connections wait in the accept queue.
     #[arg(long, default_value_t = limits::DEFAULT_MAX_CONNS, value_parser = max_conns_range)]
     pub max_conns: usize,
+    /// Most sockets kept in TIME-WAIT; past it the oldest is reclaimed early (as Linux's tcp_max_tw_buckets).
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_TIME_WAIT, value_parser = max_conns_range)]
+    pub max_time_wait: usize,
     /// Socket receive buffer per connection; the advertised window and window scale follow (e.g. 64k).
     #[arg(long, default_value = "64k", value_parser = parse_buf)]
     pub rx_buf: usize,

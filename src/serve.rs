@@ -114,6 +114,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         http_port: args.http_port,
         backlog: args.backlog,
         max_conns: args.max_conns,
+        max_time_wait: args.max_time_wait,
         rx_buf: args.rx_buf,
         tx_buf: args.tx_buf,
         limits: Limits {

@@ -151,7 +151,7 @@ impl RequestDecoder {
                     format!("more than {} header fields", self.limits.max_headers),
                 ));
             }
-            Err(httparse::Error::Version) => {
+            Err(httparse::Error::Version) if names_another_version(&self.buf) => {
                 return Err(HttpError::new(
                     505,
                     "only HTTP/1.0 and HTTP/1.1 are spoken here",
@@ -376,6 +376,17 @@ impl RequestDecoder {
     }
 }
 
+/// Whether the request line ends in a well-formed `HTTP/d.d` that is not one we speak
+/// (505), as opposed to not being an HTTP request line at all (400).
+fn names_another_version(buf: &[u8]) -> bool {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    let well_formed = matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+        if major.is_ascii_digit() && minor.is_ascii_digit());
+    well_formed && line.split(|&b| b == b' ').count() == 3
+}
+
 /// The bytes before the next CRLF, if the CRLF has arrived.
 fn take_line(buf: &[u8], max: usize) -> Result<Option<&[u8]>, HttpError> {
     match buf.windows(2).position(|w| w == b"\r\n") {
@@ -529,8 +540,11 @@ mod tests {
     }
 
     #[test]
-    fn other_versions_are_505() {
+    fn other_versions_are_505_and_non_http_is_400() {
         assert_eq!(status(one(b"GET / HTTP/2.0\r\n\r\n")), 505);
+        assert_eq!(status(one(b"GET / HTTP/1.2\r\n\r\n")), 505);
+        assert_eq!(status(one(b"THIS IS NOT HTTP\r\n\r\n")), 400);
+        assert_eq!(status(one(b"GET / FTP/1.0\r\n\r\n")), 400);
     }
 
     #[test]

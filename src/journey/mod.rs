@@ -157,6 +157,10 @@ pub enum What {
     FinAcked { dir: Direction, ack: u32 },
     /// A RST crossed the wire.
     Rst { dir: Direction, seq: u32 },
+    /// We closed, and the connection did not finish closing in time: reset.
+    FinTimeout { state: &'static str, secs: u64 },
+    /// Too many sockets were in TIME-WAIT: this one was reclaimed before its time.
+    TimeWaitCut { limit: usize },
     /// The socket is closed and reclaimed.
     Closed {
         bytes_in: u64,

@@ -173,6 +173,12 @@ pub fn describe(what: &What) -> String {
             ack,
         } => format!("we ACKed the peer's FIN, ACK {ack}"),
         What::Rst { dir, seq } => format!("RST from {}, seq {seq}", sender(*dir)),
+        What::FinTimeout { state, secs } => {
+            format!("still {state} {secs} s after our FIN: reset (as Linux's tcp_fin_timeout)")
+        }
+        What::TimeWaitCut { limit } => format!(
+            "TIME-WAIT cut short: more than {limit} sockets in TIME-WAIT (--max-time-wait), as Linux does past tcp_max_tw_buckets"
+        ),
         What::Closed {
             bytes_in,
             bytes_out,

@@ -45,10 +45,21 @@ pub mod limits {
     /// enough that the accept queue filling up is easy to see.
     pub const DEFAULT_BACKLOG: usize = 16;
     pub const MAX_BACKLOG: usize = 4096;
-    /// Sockets hold their buffers for their whole life, TIME-WAIT included (10 s in
-    /// smoltcp), so this bounds memory: 1024 x (64 KiB + 256 KiB) = 320 MiB at most.
+    /// Connections being served at once. Each socket holds its buffers for its whole
+    /// life, so with the TIME-WAIT bound below this bounds memory: 2 x 1024 x (64 KiB +
+    /// 256 KiB) = 640 MiB of address space at most, far less touched.
     pub const DEFAULT_MAX_CONNS: usize = 1024;
     pub const MAX_MAX_CONNS: usize = 65_536;
+    /// Sockets kept in TIME-WAIT (10 s in smoltcp). Past this the oldest is reclaimed
+    /// early, as Linux does past `tcp_max_tw_buckets`, so a burst of short connections
+    /// cannot hold the table or memory hostage.
+    pub const DEFAULT_MAX_TIME_WAIT: usize = 1024;
+    /// How long a connection we closed may take to finish closing (FIN-WAIT-1/2,
+    /// CLOSING, LAST-ACK) before we reset it: Linux's `tcp_fin_timeout` default. A peer
+    /// that never sends its FIN would otherwise hold a socket forever.
+    pub const FIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+    /// A peer silent this long while we have unacknowledged data is gone: smoltcp aborts.
+    pub const DEAD_PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
     /// 64 KiB receive: a request head never needs more. One byte past what 16 bits can
     /// say, so smoltcp offers window scale 1 in the SYN-ACK (RFC 7323 §2.2).
     pub const DEFAULT_RX_BUF: usize = 64 * 1024;
@@ -80,6 +91,7 @@ pub struct Config {
     pub http_port: u16,
     pub backlog: usize,
     pub max_conns: usize,
+    pub max_time_wait: usize,
     pub rx_buf: usize,
     pub tx_buf: usize,
     pub limits: Limits,
@@ -97,6 +109,7 @@ impl Default for Config {
             http_port: 80,
             backlog: limits::DEFAULT_BACKLOG,
             max_conns: limits::DEFAULT_MAX_CONNS,
+            max_time_wait: limits::DEFAULT_MAX_TIME_WAIT,
             rx_buf: limits::DEFAULT_RX_BUF,
             tx_buf: limits::DEFAULT_TX_BUF,
             limits: Limits::default(),
@@ -111,6 +124,8 @@ impl Default for Config {
 pub struct Counters {
     pub connections: u64,
     pub syn_dropped: u64,
+    pub time_wait_cut: u64,
+    pub fin_timeouts: u64,
     pub aborted_streams: u64,
     pub device: DeviceCounters,
     pub device_errors: u64,
@@ -129,6 +144,10 @@ struct Conn {
     id: ConnId,
     tuple: FourTuple,
     opened: Instant,
+    /// When our side entered TIME-WAIT, if it has.
+    time_wait_since: Option<Instant>,
+    /// When we sent our FIN (entered FIN-WAIT-1 or LAST-ACK), if we have.
+    closed_at: Option<Instant>,
     /// `None` while the connection waits in the accept queue.
     session: Option<Session>,
 }
@@ -216,10 +235,12 @@ impl<L: Link> Stack<L> {
         }
     }
 
-    /// Connections in the table (taken off the accept queue, TIME-WAIT included).
+    /// Connections being served: taken off the accept queue and not yet closed by us.
+    /// Closing ones are bounded by their own timers (FIN_TIMEOUT, --max-time-wait).
     pub fn active(&self) -> usize {
         self.slots
             .iter()
+            .filter(|s| matches!(s.state, tcp::State::Established | tcp::State::CloseWait))
             .filter(|s| s.conn.as_ref().is_some_and(|c| c.session.is_some()))
             .count()
     }
@@ -240,11 +261,10 @@ impl<L: Link> Stack<L> {
         while !stop.load(Ordering::Relaxed) {
             self.step()?;
             let now = clock::now();
+            // Both are cheap when there is nothing to write; the capture rate-limits itself.
+            self.journal.flush();
+            self.dev.inner_mut().idle(now);
             let wait = self.next_wait(now);
-            if wait != Some(Duration::ZERO) {
-                self.journal.flush();
-                self.dev.inner_mut().idle(now);
-            }
             if stop.load(Ordering::Relaxed) {
                 break;
             }
@@ -292,27 +312,22 @@ impl<L: Link> Stack<L> {
 
     /// How long the loop may sleep: until smoltcp's next timer or a session's deadline.
     pub fn next_wait(&mut self, now: Instant) -> Option<Duration> {
-        let mut wait: Option<Duration> = self
-            .iface
-            .poll_delay(now, &self.sockets)
-            .map(|d| Duration::from_micros(d.total_micros()));
-        for slot in &self.slots {
-            let Some(deadline) = slot
-                .conn
-                .as_ref()
-                .and_then(|c| c.session.as_ref())
-                .and_then(Session::deadline)
-            else {
-                continue;
-            };
-            let d = if deadline > now {
-                Duration::from_micros((deadline - now).total_micros())
-            } else {
-                Duration::ZERO
-            };
-            wait = Some(wait.map_or(d, |w| w.min(d)));
-        }
-        wait
+        let smoltcp = self.iface.poll_at(now, &self.sockets);
+        let conns = self.slots.iter().filter_map(|s| s.conn.as_ref());
+        let sessions = conns.clone().filter_map(|c| c.session.as_ref()?.deadline());
+        let fin_timers = conns.filter_map(|c| Some(c.closed_at? + limits::FIN_TIMEOUT.into()));
+        let capture = self.dev.inner().sync_deadline();
+        let next = smoltcp
+            .into_iter()
+            .chain(sessions)
+            .chain(fin_timers)
+            .chain(capture)
+            .min()?;
+        Some(if next > now {
+            Duration::from_micros((next - now).total_micros())
+        } else {
+            Duration::ZERO
+        })
     }
 
     fn after_ingress(&mut self, now: Instant) {
@@ -466,6 +481,8 @@ impl<L: Link> Stack<L> {
             id,
             tuple,
             opened: now,
+            time_wait_since: None,
+            closed_at: None,
             session: None,
         });
         id
@@ -489,9 +506,14 @@ impl<L: Link> Stack<L> {
             {
                 self.open_conn(idx, FourTuple { local, remote }, now);
             }
-            let Some(conn) = self.slots[idx].conn.as_ref() else {
+            let Some(conn) = self.slots[idx].conn.as_mut() else {
                 continue;
             };
+            match new {
+                tcp::State::TimeWait => conn.time_wait_since = Some(now),
+                tcp::State::FinWait1 | tcp::State::LastAck => conn.closed_at = Some(now),
+                _ => {}
+            }
             let (id, tuple) = (conn.id, conn.tuple);
             let (from, to) = (state_name(old), state_name(new));
             let stage = match new {
@@ -577,6 +599,7 @@ impl<L: Link> Stack<L> {
                     self.cfg.timeouts,
                     now,
                 ));
+                sock.set_timeout(Some(limits::DEAD_PEER_TIMEOUT.into()));
                 let id = conn.id;
                 let (waiting, free) = self.queue();
                 self.journal.record(
@@ -601,6 +624,7 @@ impl<L: Link> Stack<L> {
                 self.counters.aborted_streams += 1;
             }
         }
+        self.expire_closing(now);
         // Time-outs: a separate pass so that a session that just got bytes is not timed out.
         for slot in &mut self.slots {
             if let Some(session) = slot.conn.as_mut().and_then(|c| c.session.as_mut())
@@ -615,6 +639,7 @@ impl<L: Link> Stack<L> {
 
     /// Removes sockets that reached CLOSED and ends their connections' records.
     fn reclaim(&mut self, now: Instant) {
+        self.cut_time_wait(now);
         let mut idx = 0;
         while idx < self.slots.len() {
             if self.slots[idx].state == tcp::State::Closed {
@@ -624,6 +649,76 @@ impl<L: Link> Stack<L> {
             } else {
                 idx += 1;
             }
+        }
+    }
+
+    /// Resets connections that we closed more than FIN_TIMEOUT ago and that are still not
+    /// closed (the peer never sent its FIN, or never acknowledged ours).
+    fn expire_closing(&mut self, now: Instant) {
+        let closing = |s: tcp::State| {
+            matches!(
+                s,
+                tcp::State::FinWait1
+                    | tcp::State::FinWait2
+                    | tcp::State::Closing
+                    | tcp::State::LastAck
+            )
+        };
+        for slot in &mut self.slots {
+            let Some(conn) = slot.conn.as_mut() else {
+                continue;
+            };
+            let expired = conn
+                .closed_at
+                .is_some_and(|t| now - t >= limits::FIN_TIMEOUT.into());
+            if !expired || !closing(slot.state) {
+                continue;
+            }
+            conn.closed_at = None;
+            self.counters.fin_timeouts += 1;
+            let state = state_name(slot.state);
+            let secs = limits::FIN_TIMEOUT.as_secs();
+            self.journal.record(
+                Some(conn.id),
+                now.total_micros(),
+                Stage::Close,
+                What::FinTimeout { state, secs },
+            );
+            self.notes.push(Note {
+                tuple: conn.tuple,
+                attach: Attach::NextFinOrRst,
+                text: format!("reset: still {state} {secs} s after our FIN (tcp_fin_timeout)"),
+            });
+            self.sockets.get_mut::<tcp::Socket>(slot.handle).abort();
+        }
+    }
+
+    /// Past `--max-time-wait` sockets in TIME-WAIT, marks the oldest for reclaiming now.
+    fn cut_time_wait(&mut self, now: Instant) {
+        let limit = self.cfg.max_time_wait;
+        let in_time_wait = self
+            .slots
+            .iter()
+            .filter(|s| s.state == tcp::State::TimeWait)
+            .count();
+        if in_time_wait <= limit {
+            return;
+        }
+        let mut oldest: Vec<(Instant, usize)> = (self.slots.iter().enumerate())
+            .filter(|(_, s)| s.state == tcp::State::TimeWait)
+            .filter_map(|(i, s)| Some((s.conn.as_ref()?.time_wait_since?, i)))
+            .collect();
+        oldest.sort_unstable();
+        for &(_, idx) in oldest.iter().take(in_time_wait - limit) {
+            if let Some(id) = self.slots[idx].conn.as_ref().map(|c| c.id) {
+                let t = now.total_micros();
+                self.journal
+                    .record(Some(id), t, Stage::Close, What::TimeWaitCut { limit });
+            }
+            self.counters.time_wait_cut += 1;
+            // Removed without a RST, as Linux drops a TIME-WAIT bucket: a late segment
+            // from the peer gets smoltcp's RST for an unknown connection.
+            self.slots[idx].state = tcp::State::Closed;
         }
     }
 
