@@ -150,9 +150,13 @@ impl Server {
             "serve",
         ]);
         cmd.args(["--tun", "tun0", "--addr", "10.77.0.2/24"]);
-        cmd.arg("--capture").arg(&capture);
-        cmd.args(["--journey", "json", "--journey-file"])
-            .arg(&journey);
+        if !extra.contains(&"--no-capture") {
+            cmd.arg("--capture").arg(&capture);
+        }
+        if !extra.contains(&"--journey") {
+            cmd.args(["--journey", "json", "--journey-file"])
+                .arg(&journey);
+        }
         cmd.args(extra);
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
@@ -183,6 +187,11 @@ impl Server {
         server
     }
 
+    /// synack's pid (`ip netns exec` execs it, so it is the child's).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
@@ -197,8 +206,10 @@ impl Server {
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("server already stopped");
         // `ip netns exec` execs synack, so the child's pid is synack's.
-        // SAFETY: sending a signal to our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        if child.try_wait().unwrap().is_none() {
+            // SAFETY: sending a signal to our own child, which has not been reaped.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().unwrap() {

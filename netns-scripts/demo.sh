@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# The journey of an HTTP request, end to end: builds synack, makes a namespace, serves,
+# runs curl against it, stops cleanly, and shows the journey and the capture.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+
+usage() {
+  cat <<USAGE
+usage: sudo $0 [-n NAMESPACE] [-o CAPTURE.pcapng]
+
+Builds synack (release), creates namespace NAMESPACE (default synack-demo) with tun0
+(kernel side 10.77.0.1/24), runs 'synack serve' at 10.77.0.2 with a capture, and from
+the namespace runs curl: GET /, two requests on one kept-alive connection, POST /json,
+GET /bytes/1000000. Then stops the server with SIGTERM, prints each connection's
+journey and, if tshark is installed, one line per captured packet. The capture stays
+in CAPTURE (default captures/demo-<time>.pcapng). Everything else is removed on exit,
+Ctrl-C included.
+USAGE
+}
+
+ns=synack-demo
+capture=""
+while getopts "n:o:h" opt; do
+  case $opt in
+    n) ns=$OPTARG ;;
+    o) capture=$OPTARG ;;
+    h) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+  esac
+done
+need_root
+
+top=$(repo_dir)
+cd "$top"
+[ -n "$capture" ] || capture="captures/demo-$(date +%Y%m%d-%H%M%S).pcapng"
+work=$(mktemp -d)
+server_pid=""
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  "$top/netns-scripts/down.sh" -n "$ns" || true
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+in_ns() { ip netns exec "$ns" "$@"; }
+
+step "build"
+if command -v cargo >/dev/null; then
+  cargo build --release --quiet
+elif [ ! -x target/release/synack ]; then
+  die "cargo is not on root's PATH; build first (cargo build --release) or run: sudo env PATH=\"\$PATH\" $0"
+fi
+bin="$top/target/release/synack"
+
+step "namespace $ns: tun0, kernel side $SYNACK_KERNEL_ADDR"
+"$top/netns-scripts/up.sh" -n "$ns"
+
+step "synack serve at ${SYNACK_STACK_ADDR%/*}, capturing to $capture"
+# Not through in_ns: a backgrounded function is a subshell, and $! must be synack itself
+# (ip netns exec execs it) so that SIGTERM reaches it.
+ip netns exec "$ns" "$bin" serve --tun tun0 --addr "$SYNACK_STACK_ADDR" --capture "$capture" \
+  --journey text --journey-file "$work/journey.txt" 2>"$work/server.log" &
+server_pid=$!
+wait_for 20 grep -q "synack: serving" "$work/server.log" || { cat "$work/server.log" >&2; die "the server did not start"; }
+cat "$work/server.log"
+
+url="http://${SYNACK_STACK_ADDR%/*}"
+step "GET /   (curl -v shows the request and response heads)"
+in_ns curl -sS -v -o /dev/null "$url/" 2>&1 | grep -E '^[<>*] ' | grep -v '^\* *Trying\|^\* *Closing' || true
+
+step "two requests on one kept-alive connection: GET /echo, then GET /journey"
+in_ns curl -sS -v "$url/echo" "$url/journey" -o /dev/null -o "$work/journey.json" 2>&1 | grep -E 'Connected|Re-using|^< HTTP' || true
+python3 - "$work/journey.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+h = j["handshake"]
+print("  /journey says: connection #%d, client ISN %d, our ISN %d, client MSS %s, %d request(s) served before it"
+      % (j["id"], h["client_isn"], h["server_isn"], h["client_options"]["mss"], j["requests"]))
+PY
+
+step "POST /json"
+in_ns curl -sS -H 'Content-Type: application/json' -d '{"hello": "world", "numbers": [1, 2, 3]}' "$url/json"
+
+step "GET /bytes/1000000"
+in_ns curl -sS -o /dev/null -w '  %{size_download} bytes in %{time_total} s (%{speed_download} bytes/s)\n' "$url/bytes/1000000"
+
+step "stop the server (SIGTERM): the capture is flushed and complete"
+kill -TERM "$server_pid"
+wait "$server_pid" || true
+server_pid=""
+grep -E "stopped|complete" "$work/server.log"
+
+step "the journey, one timeline per connection"
+cat "$work/journey.txt"
+
+if command -v tshark >/dev/null; then
+  step "the capture, one line per packet (tshark)"
+  tshark -n -r "$capture" -T fields -E separator='|' \
+    -e frame.number -e frame.time_relative -e ip.src -e tcp.srcport -e ip.dst -e tcp.dstport \
+    -e tcp.flags.str -e tcp.seq -e tcp.ack -e tcp.len -e frame.comment 2>/dev/null |
+    awk -F'|' '
+      function line(i) { return run[i] }
+      function flush_run(   i) {
+        # Long runs of plain data and ACK segments are shortened to their ends.
+        if (n > 12) {
+          for (i = 1; i <= 4; i++) print line(i)
+          printf "     ... %d more data and ACK segments ...\n", n - 8
+          for (i = n - 3; i <= n; i++) print line(i)
+        } else for (i = 1; i <= n; i++) print line(i)
+        n = 0
+      }
+      { l = sprintf("%4d %9.6f %s:%-5s -> %s:%-5s %s seq=%-7s ack=%-7s len=%-5s", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+        if ($11 == "") { run[++n] = l } else { flush_run(); print l "  # " $11 } }
+      END { flush_run() }'
+  echo "(every packet: tshark -r $capture)"
+else
+  echo "(install tshark for a one-line-per-packet summary here)"
+fi
+
+step "done"
+echo "capture: $capture"
+echo "open it in Wireshark: the handshake and teardown packets carry comments (add a"
+echo "frame.comment column, or see 'Packet comments' in the details); try Statistics > Flow Graph."
