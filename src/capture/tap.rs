@@ -62,11 +62,17 @@ struct TapState {
     failure: Option<io::Error>,
     last_sync: Instant,
     synced_packets: u64,
+    /// The connection of the last inbound segment, and whether it was a SYN: the only
+    /// sockets that segment can have changed.
+    last_inbound: Option<(FourTuple, bool)>,
 }
 
 impl TapState {
     fn record(&mut self, dir: Direction, at: Instant, packet: &[u8]) {
         let observed = self.tracker.observe(dir, packet);
+        if dir == Direction::In {
+            self.last_inbound = observed.map(|o| (o.tuple(), o.segment.syn));
+        }
         if let Some(o) = observed.filter(|o| o.role != Role::Other) {
             self.observed.push(o);
         }
@@ -188,6 +194,7 @@ impl<D> Tap<D> {
                 failure: None,
                 last_sync: Instant::ZERO,
                 synced_packets: 0,
+                last_inbound: None,
             }),
         }
     }
@@ -209,6 +216,12 @@ impl<D> Tap<D> {
     pub fn take_observed(&mut self, out: &mut Vec<Observed>) {
         out.clear();
         std::mem::swap(out, &mut self.state.get_mut().observed);
+    }
+
+    /// The connection of the inbound segment read since the last call (and whether it
+    /// was a SYN), if it was TCP.
+    pub fn take_last_inbound(&mut self) -> Option<(FourTuple, bool)> {
+        self.state.get_mut().last_inbound.take()
     }
 
     /// Writes the held packets with the stack's notes attached, and empties `notes`.

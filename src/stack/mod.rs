@@ -163,6 +163,8 @@ pub struct Stack<L: Link> {
     notes: Vec<Note>,
     observed: Vec<Observed>,
     dropped: Vec<FourTuple>,
+    /// CLOSED sockets kept for reuse as listeners (at most `backlog`).
+    spare: Vec<SocketHandle>,
     counters: Counters,
     last_error_log: Option<Instant>,
 }
@@ -213,6 +215,7 @@ impl<L: Link> Stack<L> {
             notes: Vec::new(),
             observed: Vec::with_capacity(64),
             dropped: Vec::new(),
+            spare: Vec::new(),
             counters: Counters::default(),
             last_error_log: None,
         };
@@ -354,7 +357,9 @@ impl<L: Link> Stack<L> {
             });
         }
         self.absorb_observed(now);
-        self.scan_states(now, Some(Attach::Inbound));
+        if let Some(segment) = self.dev.inner_mut().take_last_inbound() {
+            self.scan_states_of(now, Some(Attach::Inbound), Some(segment));
+        }
         self.flush_capture();
     }
 
@@ -491,7 +496,28 @@ impl<L: Link> Stack<L> {
     /// Compares every socket's state with the last one seen and records transitions.
     /// `attach` says which packet, if any, the capture should show each one on.
     fn scan_states(&mut self, now: Instant, attach: Option<Attach>) {
+        self.scan_states_of(now, attach, None);
+    }
+
+    /// As [`scan_states`](Self::scan_states), for the sockets one inbound segment can have
+    /// changed: its connection's, and the listeners' if it was a SYN. With thousands of
+    /// sockets (TIME-WAIT after a burst) a full scan per packet would dominate the loop.
+    fn scan_states_of(
+        &mut self,
+        now: Instant,
+        attach: Option<Attach>,
+        only: Option<(FourTuple, bool)>,
+    ) {
         for idx in 0..self.slots.len() {
+            if let Some((tuple, syn)) = only {
+                let mine = match &self.slots[idx].conn {
+                    Some(conn) => conn.tuple == tuple,
+                    None => syn,
+                };
+                if !mine {
+                    continue;
+                }
+            }
             let handle = self.slots[idx].handle;
             let sock = self.sockets.get::<tcp::Socket>(handle);
             let (new, old) = (sock.state(), self.slots[idx].state);
@@ -578,6 +604,13 @@ impl<L: Link> Stack<L> {
     fn serve(&mut self, now: Instant) {
         let mut active = self.active();
         for idx in 0..self.slots.len() {
+            // Nothing left to serve in these; after a burst they are most of the table.
+            if matches!(
+                self.slots[idx].state,
+                tcp::State::TimeWait | tcp::State::Closed
+            ) {
+                continue;
+            }
             let handle = self.slots[idx].handle;
             let sock = self.sockets.get_mut::<tcp::Socket>(handle);
             let Some(conn) = self.slots[idx].conn.as_mut() else {
@@ -645,7 +678,13 @@ impl<L: Link> Stack<L> {
             if self.slots[idx].state == tcp::State::Closed {
                 self.end_conn(idx, now);
                 let slot = self.slots.swap_remove(idx);
-                self.sockets.remove(slot.handle);
+                // A CLOSED socket keeps its buffers: the next listener reuses them rather
+                // than allocating and zeroing rx + tx bytes again.
+                if self.spare.len() < self.cfg.backlog {
+                    self.spare.push(slot.handle);
+                } else {
+                    self.sockets.remove(slot.handle);
+                }
             } else {
                 idx += 1;
             }
@@ -727,15 +766,22 @@ impl<L: Link> Stack<L> {
     fn refill(&mut self) {
         let (waiting, free) = self.queue();
         for _ in waiting + free..self.cfg.backlog {
-            let mut sock = tcp::Socket::new(
-                tcp::SocketBuffer::new(vec![0; self.cfg.rx_buf]),
-                tcp::SocketBuffer::new(vec![0; self.cfg.tx_buf]),
-            );
-            if sock.listen(self.cfg.http_port).is_err() {
+            let handle = self.spare.pop().unwrap_or_else(|| {
+                self.sockets.add(tcp::Socket::new(
+                    tcp::SocketBuffer::new(vec![0; self.cfg.rx_buf]),
+                    tcp::SocketBuffer::new(vec![0; self.cfg.tx_buf]),
+                ))
+            });
+            // listen() resets the socket: state, buffers, timers, sequence numbers.
+            if self
+                .sockets
+                .get_mut::<tcp::Socket>(handle)
+                .listen(self.cfg.http_port)
+                .is_err()
+            {
                 log::error!("cannot listen on port {}", self.cfg.http_port);
                 return;
             }
-            let handle = self.sockets.add(sock);
             self.slots.push(Slot {
                 handle,
                 state: tcp::State::Listen,
