@@ -196,6 +196,7 @@ pub struct PcapngSink {
     writer: PcapNgWriter<Vec<u8>>,
     file: Option<Writer>,
     packets: u64,
+    chunks_sent: u64,
 }
 
 impl PcapngSink {
@@ -232,11 +233,17 @@ impl PcapngSink {
             writer,
             file: Some(file),
             packets: 0,
+            chunks_sent: 0,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Chunks handed to the writer thread so far (the file is moving while this grows).
+    pub fn chunks_sent(&self) -> u64 {
+        self.chunks_sent
     }
 
     pub fn packets(&self) -> u64 {
@@ -314,6 +321,7 @@ impl PcapngSink {
             }
         };
         let full = std::mem::replace(self.writer.get_mut(), next);
+        self.chunks_sent += 1;
         w.to.send(ToWriter::Chunk(full))
             .map_err(|_| io::Error::other("capture writer stopped"))
     }

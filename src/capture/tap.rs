@@ -62,6 +62,7 @@ struct TapState {
     failure: Option<io::Error>,
     last_sync: Instant,
     synced_packets: u64,
+    synced_chunks: u64,
     /// The connection of the last inbound segment, and whether it was a SYN: the only
     /// sockets that segment can have changed.
     last_inbound: Option<(FourTuple, bool)>,
@@ -194,6 +195,7 @@ impl<D> Tap<D> {
                 failure: None,
                 last_sync: Instant::ZERO,
                 synced_packets: 0,
+                synced_chunks: 0,
                 last_inbound: None,
             }),
         }
@@ -266,24 +268,30 @@ impl<D> Tap<D> {
     }
 
     /// When the file should next catch up with the capture: [`SYNC_INTERVAL`] after the
-    /// last time, if anything was captured since. The stack wakes up for it.
+    /// file last moved, if anything was captured since. The stack wakes up for it.
     pub fn sync_deadline(&self) -> Option<Instant> {
         let state = self.state.borrow();
         let sink = state.sink.as_ref()?;
         (sink.packets() != state.synced_packets).then(|| state.last_sync + SYNC_INTERVAL)
     }
 
-    /// Lets the file catch up with what is captured, if its time has come. Called when the
-    /// loop is about to sleep; rate-limited, because under load the loop sleeps between
-    /// every burst of ACKs and each sync rewrites the partial last block.
+    /// Lets the file catch up with what is captured, once the capture has been quiet for
+    /// [`SYNC_INTERVAL`]. Called on every turn of the loop. While chunks flow to the
+    /// writer the file is catching up anyway, and a sync (which rewrites the partial last
+    /// block through the page cache) would only slow a transfer down.
     pub fn idle(&mut self, now: Instant) {
-        if self.sync_deadline().is_none_or(|d| now < d) {
-            return;
-        }
         let state = self.state.get_mut();
         let Some(sink) = state.sink.as_mut() else {
             return;
         };
+        if sink.chunks_sent() != state.synced_chunks {
+            state.synced_chunks = sink.chunks_sent();
+            state.last_sync = now;
+            return;
+        }
+        if sink.packets() == state.synced_packets || now < state.last_sync + SYNC_INTERVAL {
+            return;
+        }
         state.last_sync = now;
         state.synced_packets = sink.packets();
         if let Err(e) = sink.flush() {
