@@ -7,7 +7,7 @@
 //! entry per connection and shrinks when the connection ends.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 
 use etherparse::{IpNumber, Ipv4Slice, TcpOptionElement, TcpSlice};
 
@@ -330,62 +330,10 @@ pub fn seq_ge(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) >= 0
 }
 
-/// Builds a little IPv4 + TCP packet with etherparse; tests of everything that reads
-/// packets use it.
-#[doc(hidden)]
-pub mod build {
-    use super::*;
-    use etherparse::PacketBuilder;
-
-    #[derive(Default, Clone, Copy)]
-    pub struct Flags {
-        pub syn: bool,
-        pub ack: bool,
-        pub fin: bool,
-        pub rst: bool,
-    }
-
-    pub fn tcp(
-        src: SocketAddrV4,
-        dst: SocketAddrV4,
-        seq: u32,
-        ack: u32,
-        flags: Flags,
-        payload: &[u8],
-    ) -> Vec<u8> {
-        let mut b = PacketBuilder::ipv4(src.ip().octets(), dst.ip().octets(), 64).tcp(
-            src.port(),
-            dst.port(),
-            seq,
-            64_000,
-        );
-        if flags.syn {
-            b = b.syn();
-        }
-        if flags.ack {
-            b = b.ack(ack);
-        }
-        if flags.fin {
-            b = b.fin();
-        }
-        if flags.rst {
-            b = b.rst();
-        }
-        let mut out = Vec::with_capacity(b.size(payload.len()));
-        b.write(&mut out, payload)
-            .expect("writing to a Vec cannot fail");
-        out
-    }
-
-    pub fn addr(last: u8, port: u16) -> SocketAddrV4 {
-        SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, last), port)
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::build::{Flags, addr, tcp};
     use super::*;
+    use build::{Flags, addr, tcp};
 
     const SYN: Flags = Flags {
         syn: true,
@@ -510,5 +458,56 @@ mod tests {
         assert!(seq_ge(5, u32::MAX - 5));
         assert!(!seq_ge(u32::MAX - 5, 5));
         assert!(seq_ge(7, 7));
+    }
+
+    /// Builds a little IPv4 + TCP packet with etherparse; tests of everything that reads
+    /// packets use it.
+    mod build {
+        use super::*;
+        use etherparse::PacketBuilder;
+
+        #[derive(Default, Clone, Copy)]
+        pub struct Flags {
+            pub syn: bool,
+            pub ack: bool,
+            pub fin: bool,
+            pub rst: bool,
+        }
+
+        pub fn tcp(
+            src: SocketAddrV4,
+            dst: SocketAddrV4,
+            seq: u32,
+            ack: u32,
+            flags: Flags,
+            payload: &[u8],
+        ) -> Vec<u8> {
+            let mut b = PacketBuilder::ipv4(src.ip().octets(), dst.ip().octets(), 64).tcp(
+                src.port(),
+                dst.port(),
+                seq,
+                64_000,
+            );
+            if flags.syn {
+                b = b.syn();
+            }
+            if flags.ack {
+                b = b.ack(ack);
+            }
+            if flags.fin {
+                b = b.fin();
+            }
+            if flags.rst {
+                b = b.rst();
+            }
+            let mut out = Vec::with_capacity(b.size(payload.len()));
+            b.write(&mut out, payload)
+                .expect("writing to a Vec cannot fail");
+            out
+        }
+
+        pub fn addr(last: u8, port: u16) -> SocketAddrV4 {
+            SocketAddrV4::new(std::net::Ipv4Addr::new(10, 77, 0, last), port)
+        }
     }
 }

@@ -269,14 +269,7 @@ fn sigterm_mid_transfer_leaves_a_complete_capture() {
     let mut server = Server::start(&ns, &[]);
     // Read part of a huge response from the kernel's TCP, then stop the server.
     let (tx, rx) = std::sync::mpsc::channel();
-    let name = ns.name.clone();
-    let reader = std::thread::spawn(move || {
-        let fd = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
-        // SAFETY: as in Netns::in_ns.
-        assert_eq!(
-            unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::CLONE_NEWNET) },
-            0
-        );
+    let reader = ns.spawn_in_ns(move || {
         let mut s = std::net::TcpStream::connect("10.77.0.2:80").unwrap();
         s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
             .unwrap();
@@ -343,27 +336,13 @@ fn a_full_accept_queue_drops_syns_until_there_is_room() {
     let mut server = Server::start(&ns, &["--max-conns", "1", "--backlog", "1"]);
     // A is taken into the table; B completes its handshake and waits in the queue; C's
     // SYN finds no free listener and is dropped, so the kernel retransmits it.
-    let ns_name = ns.name.clone();
     let run = move || {
-        let fd = std::fs::File::open(format!("/var/run/netns/{ns_name}")).unwrap();
-        // SAFETY: as in Netns::in_ns.
-        assert_eq!(
-            unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::CLONE_NEWNET) },
-            0
-        );
         let a = std::net::TcpStream::connect("10.77.0.2:80").unwrap();
         let b = std::net::TcpStream::connect("10.77.0.2:80").unwrap();
         (a, b)
     };
-    let (mut a, mut b) = std::thread::spawn(run).join().unwrap();
-    let c_ns = ns.name.clone();
-    let c = std::thread::spawn(move || {
-        let fd = std::fs::File::open(format!("/var/run/netns/{c_ns}")).unwrap();
-        // SAFETY: as in Netns::in_ns.
-        assert_eq!(
-            unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::CLONE_NEWNET) },
-            0
-        );
+    let (mut a, mut b) = ns.in_ns(run);
+    let c = ns.spawn_in_ns(move || {
         let started = std::time::Instant::now();
         let mut c = std::net::TcpStream::connect("10.77.0.2:80").unwrap();
         let waited = started.elapsed();

@@ -94,23 +94,16 @@ impl<D: Device> Device for Gate<D> {
         };
         let (rx, tx) = self.inner.receive(timestamp)?;
         let held = &mut self.held;
-        let drop_it = phy::RxToken::consume(rx, |packet| {
+        // The connection of a SYN to drop, if this packet is one.
+        let dropped = phy::RxToken::consume(rx, |packet| {
             held.clear();
             held.extend_from_slice(packet);
-            match Segment::parse(packet) {
-                Some(s) => {
-                    s.syn
-                        && !s.ack_flag
-                        && s.dst.port() == rule.port
-                        && !rule.admitted.contains(&s.src)
-                }
-                None => false,
-            }
+            let s = Segment::parse(packet)?;
+            let new_syn = s.syn && !s.ack_flag && s.dst.port() == rule.port;
+            (new_syn && !rule.admitted.contains(&s.src)).then(|| s.tuple(Direction::In))
         });
-        if drop_it {
-            if let Some(s) = Segment::parse(&self.held) {
-                self.dropped.push(s.tuple(Direction::In));
-            }
+        if let Some(tuple) = dropped {
+            self.dropped.push(tuple);
             // Returning no packet ends this ingress round; the stack sees the drop and
             // asks again.
             return None;

@@ -11,7 +11,7 @@
 //!
 //! Then [`Stack::run`] sleeps on the device until a packet comes or the next deadline.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -25,51 +25,25 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 use crate::app::App;
 use crate::capture::{Attach, Note, Tap};
 use crate::clock;
-use crate::device::{DeviceCounters, Link};
-use crate::http::Limits;
+use crate::device::Link;
 use crate::journey::{ConnId, Journal, Stage, What};
-use crate::observe::{Direction, FourTuple, Observed, Role};
-use crate::session::{Session, Timeouts};
+use crate::observe::{FourTuple, Observed};
+use crate::session::Session;
 
+mod config;
+mod drive;
 mod gate;
+mod record;
+mod table;
+
+pub use config::{Config, Counters, limits};
+use drive::{Drive, drive};
 
 pub use gate::Gate;
 
 /// Inbound packets handled per turn before the loop serves sessions and sends: a flood
 /// of ACKs must not starve the sending side.
 const INGRESS_BUDGET: usize = 256;
-
-/// Bounds and defaults for the knobs, each with why.
-pub mod limits {
-    /// Linux's default `somaxconn` was 128 for decades; 16 is enough for a demo and small
-    /// enough that the accept queue filling up is easy to see.
-    pub const DEFAULT_BACKLOG: usize = 16;
-    pub const MAX_BACKLOG: usize = 4096;
-    /// Connections being served at once. Each socket holds its buffers for its whole
-    /// life, so with the TIME-WAIT bound below this bounds memory: 2 x 1024 x (64 KiB +
-    /// 256 KiB) = 640 MiB of address space at most, far less touched.
-    pub const DEFAULT_MAX_CONNS: usize = 1024;
-    pub const MAX_MAX_CONNS: usize = 65_536;
-    /// Sockets kept in TIME-WAIT (10 s in smoltcp). Past this the oldest is reclaimed
-    /// early, as Linux does past `tcp_max_tw_buckets`, so a burst of short connections
-    /// cannot hold the table or memory hostage.
-    pub const DEFAULT_MAX_TIME_WAIT: usize = 1024;
-    /// How long a connection we closed may take to finish closing (FIN-WAIT-1/2,
-    /// CLOSING, LAST-ACK) before we reset it: Linux's `tcp_fin_timeout` default. A peer
-    /// that never sends its FIN would otherwise hold a socket forever.
-    pub const FIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-    /// A peer silent this long while we have unacknowledged data is gone: smoltcp aborts.
-    pub const DEAD_PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-    /// 64 KiB receive: a request head never needs more. One byte past what 16 bits can
-    /// say, so smoltcp offers window scale 1 in the SYN-ACK (RFC 7323 §2.2).
-    pub const DEFAULT_RX_BUF: usize = 64 * 1024;
-    /// 256 KiB send: about 4 ms at 500 MB/s, enough to keep a local link busy.
-    pub const DEFAULT_TX_BUF: usize = 256 * 1024;
-    /// Below one full-size segment TCP cannot make progress; above 1 GiB (2^30) the
-    /// window scale option (at most 14, RFC 7323 §2.3) cannot describe it.
-    pub const MIN_BUF: usize = 1024;
-    pub const MAX_BUF: usize = 1 << 30;
-}
 
 /// Why the stack stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -80,55 +54,6 @@ pub enum StackError {
     DeviceGone(String),
     #[error("waiting on the device failed: {0}")]
     Wait(std::io::Error),
-}
-
-/// What the stack is configured to be.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
-    pub gateway: Ipv4Addr,
-    pub http_port: u16,
-    pub backlog: usize,
-    pub max_conns: usize,
-    pub max_time_wait: usize,
-    pub rx_buf: usize,
-    pub tx_buf: usize,
-    pub limits: Limits,
-    pub timeouts: Timeouts,
-    /// Seeds smoltcp's generator: initial sequence numbers and ephemeral ports.
-    pub seed: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            addr: Ipv4Addr::new(10, 77, 0, 2),
-            prefix: 24,
-            gateway: Ipv4Addr::new(10, 77, 0, 1),
-            http_port: 80,
-            backlog: limits::DEFAULT_BACKLOG,
-            max_conns: limits::DEFAULT_MAX_CONNS,
-            max_time_wait: limits::DEFAULT_MAX_TIME_WAIT,
-            rx_buf: limits::DEFAULT_RX_BUF,
-            tx_buf: limits::DEFAULT_TX_BUF,
-            limits: Limits::default(),
-            timeouts: Timeouts::default(),
-            seed: 0,
-        }
-    }
-}
-
-/// What the stack counted over its life.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
-pub struct Counters {
-    pub connections: u64,
-    pub syn_dropped: u64,
-    pub time_wait_cut: u64,
-    pub fin_timeouts: u64,
-    pub aborted_streams: u64,
-    pub device: DeviceCounters,
-    pub device_errors: u64,
 }
 
 /// One smoltcp socket and what it carries.
@@ -248,17 +173,6 @@ impl<L: Link> Stack<L> {
             .count()
     }
 
-    /// Connections that reached a listener and are not taken yet, and the free listeners.
-    fn queue(&self) -> (usize, usize) {
-        let waiting = self
-            .slots
-            .iter()
-            .filter(|s| s.conn.as_ref().is_some_and(|c| c.session.is_none()))
-            .count();
-        let free = self.slots.iter().filter(|s| s.conn.is_none()).count();
-        (waiting, free)
-    }
-
     /// Runs until `stop` is set (SIGINT / SIGTERM) or the device goes away.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), StackError> {
         while !stop.load(Ordering::Relaxed) {
@@ -367,239 +281,6 @@ impl<L: Link> Stack<L> {
         self.dev.inner_mut().flush(&mut self.notes);
     }
 
-    /// Turns the segments the observer found meaningful into journey events.
-    fn absorb_observed(&mut self, now: Instant) {
-        self.dev.inner_mut().take_observed(&mut self.observed);
-        for i in 0..self.observed.len() {
-            let o = self.observed[i];
-            let tuple = o.tuple();
-            let s = o.segment;
-            let t = now.total_micros();
-            if o.role == Role::Syn && o.dir == Direction::In {
-                let Some(id) = self.conn_for_syn(tuple, now) else {
-                    continue;
-                };
-                let (waiting, free) = self.queue();
-                if let Some(rec) = self.journal.get_mut(id) {
-                    rec.handshake.client_isn = Some(s.seq);
-                    rec.handshake.client_window = Some(s.window);
-                    rec.handshake.client_options = s.options;
-                }
-                self.journal.record(
-                    Some(id),
-                    t,
-                    Stage::Connect,
-                    What::Syn {
-                        remote: tuple.remote,
-                        local: tuple.local,
-                        isn: s.seq,
-                        window: s.window,
-                        options: s.options,
-                        queue_depth: waiting,
-                        backlog: waiting + free,
-                    },
-                );
-                continue;
-            }
-            let Some(id) = self.conn_id(tuple) else {
-                continue;
-            };
-            let what = match (o.role, o.dir) {
-                (Role::SynAck, Direction::Out) => {
-                    if let Some(rec) = self.journal.get_mut(id) {
-                        rec.handshake.server_isn = Some(s.seq);
-                        rec.handshake.server_window = Some(s.window);
-                        rec.handshake.server_options = s.options;
-                    }
-                    What::SynAck {
-                        isn: s.seq,
-                        ack: s.ack,
-                        window: s.window,
-                        options: s.options,
-                    }
-                }
-                (Role::HandshakeAck, Direction::In) => What::HandshakeAck {
-                    seq: s.seq,
-                    ack: s.ack,
-                },
-                (Role::Fin, dir) => What::Fin {
-                    dir,
-                    seq: s.seq.wrapping_add(s.payload_len),
-                    ack: s.ack,
-                },
-                (Role::FinAckOfFin, dir) => {
-                    self.journal.record(
-                        Some(id),
-                        t,
-                        Stage::Close,
-                        What::FinAcked { dir, ack: s.ack },
-                    );
-                    What::Fin {
-                        dir,
-                        seq: s.seq.wrapping_add(s.payload_len),
-                        ack: s.ack,
-                    }
-                }
-                (Role::AckOfFin, dir) => What::FinAcked { dir, ack: s.ack },
-                (Role::Rst, dir) => What::Rst { dir, seq: s.seq },
-                _ => continue,
-            };
-            let stage = if matches!(what, What::SynAck { .. } | What::HandshakeAck { .. }) {
-                Stage::Connect
-            } else {
-                Stage::Close
-            };
-            self.journal.record(Some(id), t, stage, what);
-        }
-    }
-
-    fn conn_id(&self, tuple: FourTuple) -> Option<ConnId> {
-        self.slots
-            .iter()
-            .filter_map(|s| s.conn.as_ref())
-            .find(|c| c.tuple == tuple)
-            .map(|c| c.id)
-    }
-
-    /// The connection a SYN opened: the listener that took it is now SYN-RECEIVED with
-    /// that peer as its remote end. Opens the journey record on first sight.
-    fn conn_for_syn(&mut self, tuple: FourTuple, now: Instant) -> Option<ConnId> {
-        if let Some(id) = self.conn_id(tuple) {
-            return Some(id);
-        }
-        let idx = self.slots.iter().position(|slot| {
-            slot.conn.is_none() && {
-                let sock = self.sockets.get::<tcp::Socket>(slot.handle);
-                sock.state() != tcp::State::Listen
-                    && sock.remote_endpoint().and_then(endpoint_v4) == Some(tuple.remote)
-            }
-        })?;
-        Some(self.open_conn(idx, tuple, now))
-    }
-
-    fn open_conn(&mut self, idx: usize, tuple: FourTuple, now: Instant) -> ConnId {
-        let id = self
-            .journal
-            .open(tuple.local, tuple.remote, now.total_micros());
-        self.counters.connections += 1;
-        self.slots[idx].conn = Some(Conn {
-            id,
-            tuple,
-            opened: now,
-            time_wait_since: None,
-            closed_at: None,
-            session: None,
-        });
-        id
-    }
-
-    /// Compares every socket's state with the last one seen and records transitions.
-    /// `attach` says which packet, if any, the capture should show each one on.
-    fn scan_states(&mut self, now: Instant, attach: Option<Attach>) {
-        self.scan_states_of(now, attach, None);
-    }
-
-    /// As [`scan_states`](Self::scan_states), for the sockets one inbound segment can have
-    /// changed: its connection's, and the listeners' if it was a SYN. With thousands of
-    /// sockets (TIME-WAIT after a burst) a full scan per packet would dominate the loop.
-    fn scan_states_of(
-        &mut self,
-        now: Instant,
-        attach: Option<Attach>,
-        only: Option<(FourTuple, bool)>,
-    ) {
-        for idx in 0..self.slots.len() {
-            if let Some((tuple, syn)) = only {
-                let mine = match &self.slots[idx].conn {
-                    Some(conn) => conn.tuple == tuple,
-                    None => syn,
-                };
-                if !mine {
-                    continue;
-                }
-            }
-            let handle = self.slots[idx].handle;
-            let sock = self.sockets.get::<tcp::Socket>(handle);
-            let (new, old) = (sock.state(), self.slots[idx].state);
-            if new == old {
-                continue;
-            }
-            let remote = sock.remote_endpoint().and_then(endpoint_v4);
-            let local = sock.local_endpoint().and_then(endpoint_v4);
-            self.slots[idx].state = new;
-            if self.slots[idx].conn.is_none()
-                && let (Some(remote), Some(local)) = (remote, local)
-            {
-                self.open_conn(idx, FourTuple { local, remote }, now);
-            }
-            let Some(conn) = self.slots[idx].conn.as_mut() else {
-                continue;
-            };
-            match new {
-                tcp::State::TimeWait => conn.time_wait_since = Some(now),
-                tcp::State::FinWait1 | tcp::State::LastAck => conn.closed_at = Some(now),
-                _ => {}
-            }
-            let (id, tuple) = (conn.id, conn.tuple);
-            let (from, to) = (state_name(old), state_name(new));
-            let stage = match new {
-                tcp::State::SynReceived | tcp::State::Established
-                    if old != tcp::State::CloseWait =>
-                {
-                    Stage::Connect
-                }
-                _ => Stage::Close,
-            };
-            self.journal.record(
-                Some(id),
-                now.total_micros(),
-                stage,
-                What::State { from, to },
-            );
-            if let Some(attach) = attach {
-                let mut text = format!("our side: {from} -> {to}");
-                if new == tcp::State::SynReceived {
-                    let (waiting, free) = self.queue();
-                    text += &format!(" (accept queue {waiting}/{})", waiting + free);
-                }
-                self.notes.push(Note {
-                    tuple,
-                    attach,
-                    text,
-                });
-            }
-            // RFC 9293 §3.10.7.3: a RST in SYN-RECEIVED returns a passively opened
-            // connection to LISTEN. The socket is a free listener again; the connection
-            // that was forming is over.
-            if new == tcp::State::Listen {
-                self.end_conn(idx, now);
-            }
-        }
-    }
-
-    /// Closes a connection's journey record and detaches it from its socket.
-    fn end_conn(&mut self, idx: usize, now: Instant) {
-        let Some(conn) = self.slots[idx].conn.take() else {
-            return;
-        };
-        let (bytes_in, bytes_out, requests) = self
-            .journal
-            .get(conn.id)
-            .map_or((0, 0, 0), |r| (r.bytes_in, r.bytes_out, r.requests));
-        self.journal.record(
-            Some(conn.id),
-            now.total_micros(),
-            Stage::Close,
-            What::Closed {
-                bytes_in,
-                bytes_out,
-                requests,
-                duration_us: (now - conn.opened).total_micros(),
-            },
-        );
-        self.journal.close(conn.id);
-    }
-
     /// Takes connections off the accept queue and moves bytes for every session.
     fn serve(&mut self, now: Instant) {
         let mut active = self.active();
@@ -670,138 +351,6 @@ impl<L: Link> Stack<L> {
         }
     }
 
-    /// Removes sockets that reached CLOSED and ends their connections' records.
-    fn reclaim(&mut self, now: Instant) {
-        self.cut_time_wait(now);
-        let mut idx = 0;
-        while idx < self.slots.len() {
-            if self.slots[idx].state == tcp::State::Closed {
-                self.end_conn(idx, now);
-                let slot = self.slots.swap_remove(idx);
-                // A CLOSED socket keeps its buffers: the next listener reuses them rather
-                // than allocating and zeroing rx + tx bytes again.
-                if self.spare.len() < self.cfg.backlog {
-                    self.spare.push(slot.handle);
-                } else {
-                    self.sockets.remove(slot.handle);
-                }
-            } else {
-                idx += 1;
-            }
-        }
-    }
-
-    /// Resets connections that we closed more than FIN_TIMEOUT ago and that are still not
-    /// closed (the peer never sent its FIN, or never acknowledged ours).
-    fn expire_closing(&mut self, now: Instant) {
-        let closing = |s: tcp::State| {
-            matches!(
-                s,
-                tcp::State::FinWait1
-                    | tcp::State::FinWait2
-                    | tcp::State::Closing
-                    | tcp::State::LastAck
-            )
-        };
-        for slot in &mut self.slots {
-            let Some(conn) = slot.conn.as_mut() else {
-                continue;
-            };
-            let expired = conn
-                .closed_at
-                .is_some_and(|t| now - t >= limits::FIN_TIMEOUT.into());
-            if !expired || !closing(slot.state) {
-                continue;
-            }
-            conn.closed_at = None;
-            self.counters.fin_timeouts += 1;
-            let state = state_name(slot.state);
-            let secs = limits::FIN_TIMEOUT.as_secs();
-            self.journal.record(
-                Some(conn.id),
-                now.total_micros(),
-                Stage::Close,
-                What::FinTimeout { state, secs },
-            );
-            self.notes.push(Note {
-                tuple: conn.tuple,
-                attach: Attach::NextFinOrRst,
-                text: format!("reset: still {state} {secs} s after our FIN (tcp_fin_timeout)"),
-            });
-            self.sockets.get_mut::<tcp::Socket>(slot.handle).abort();
-        }
-    }
-
-    /// Past `--max-time-wait` sockets in TIME-WAIT, marks the oldest for reclaiming now.
-    fn cut_time_wait(&mut self, now: Instant) {
-        let limit = self.cfg.max_time_wait;
-        let in_time_wait = self
-            .slots
-            .iter()
-            .filter(|s| s.state == tcp::State::TimeWait)
-            .count();
-        if in_time_wait <= limit {
-            return;
-        }
-        let mut oldest: Vec<(Instant, usize)> = (self.slots.iter().enumerate())
-            .filter(|(_, s)| s.state == tcp::State::TimeWait)
-            .filter_map(|(i, s)| Some((s.conn.as_ref()?.time_wait_since?, i)))
-            .collect();
-        oldest.sort_unstable();
-        for &(_, idx) in oldest.iter().take(in_time_wait - limit) {
-            if let Some(id) = self.slots[idx].conn.as_ref().map(|c| c.id) {
-                let t = now.total_micros();
-                self.journal
-                    .record(Some(id), t, Stage::Close, What::TimeWaitCut { limit });
-            }
-            self.counters.time_wait_cut += 1;
-            // Removed without a RST, as Linux drops a TIME-WAIT bucket: a late segment
-            // from the peer gets smoltcp's RST for an unknown connection.
-            self.slots[idx].state = tcp::State::Closed;
-        }
-    }
-
-    /// Keeps `backlog` sockets in the accept queue (listening or holding a connection not
-    /// yet taken), then arms the gate if none of them is free to take a new SYN.
-    fn refill(&mut self) {
-        let (waiting, free) = self.queue();
-        for _ in waiting + free..self.cfg.backlog {
-            let handle = self.spare.pop().unwrap_or_else(|| {
-                self.sockets.add(tcp::Socket::new(
-                    tcp::SocketBuffer::new(vec![0; self.cfg.rx_buf]),
-                    tcp::SocketBuffer::new(vec![0; self.cfg.tx_buf]),
-                ))
-            });
-            // listen() resets the socket: state, buffers, timers, sequence numbers.
-            if self
-                .sockets
-                .get_mut::<tcp::Socket>(handle)
-                .listen(self.cfg.http_port)
-                .is_err()
-            {
-                log::error!("cannot listen on port {}", self.cfg.http_port);
-                return;
-            }
-            self.slots.push(Slot {
-                handle,
-                state: tcp::State::Listen,
-                conn: None,
-            });
-        }
-        let (_, free) = self.queue();
-        if free == 0 {
-            let queued = self
-                .slots
-                .iter()
-                .filter_map(|s| s.conn.as_ref())
-                .filter(|c| c.session.is_none());
-            self.dev
-                .arm(self.cfg.http_port, queued.map(|c| c.tuple.remote));
-        } else if self.dev.is_armed() {
-            self.dev.disarm();
-        }
-    }
-
     fn check_device(&mut self, now: Instant) -> Result<(), StackError> {
         if let Some(e) = self.dev.take_error() {
             self.counters.device_errors += 1;
@@ -851,98 +400,4 @@ impl<L: Link> Stack<L> {
         self.journal.close_all();
         self.dev.inner_mut().finish()
     }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Drive {
-    Ok,
-    Aborted,
-}
-
-/// Moves bytes between one socket and its session: request bytes in, response bytes out,
-/// and our FIN once the session is done.
-fn drive(
-    sock: &mut tcp::Socket<'_>,
-    session: &mut Session,
-    now: Instant,
-    app: &App,
-    journal: &mut Journal,
-) -> Drive {
-    let id = session.id();
-    let t = now.total_micros();
-    // Receive: copy out what the session has room for; the rest waits in the socket
-    // and the advertised window shrinks until the session catches up.
-    while sock.can_recv() && session.room() > 0 {
-        let queued = sock.recv_queue();
-        let Ok(n) = sock.recv(|buf| {
-            let n = session.input(buf, now);
-            (n, n)
-        }) else {
-            break;
-        };
-        if n == 0 {
-            break;
-        }
-        let rx_capacity = sock.recv_capacity();
-        let window = rx_capacity - sock.recv_queue();
-        journal.record(
-            Some(id),
-            t,
-            Stage::Receive,
-            What::Received {
-                bytes: n,
-                rx_fill: queued,
-                rx_capacity,
-                window,
-            },
-        );
-        if let Some(rec) = journal.get_mut(id) {
-            rec.bytes_in += n as u64;
-        }
-    }
-    if !sock.may_recv() && sock.recv_queue() == 0 {
-        session.peer_closed();
-    }
-    session.process(now, app, journal);
-    // Send: fill the send buffer straight from the response, answering pipelined
-    // requests one after another while there is room.
-    while session.has_output() && sock.can_send() {
-        let mut failed = false;
-        let sent = sock.send(|buf| match session.output(buf, now) {
-            Ok(n) => (n, n),
-            Err(_) => {
-                failed = true;
-                (0, 0)
-            }
-        });
-        if failed {
-            log::warn!("connection #{id}: a streamed body failed mid-way; aborting the connection");
-            sock.abort();
-            return Drive::Aborted;
-        }
-        let n = sent.unwrap_or(0);
-        if let Some(rec) = journal.get_mut(id) {
-            rec.bytes_out += n as u64;
-        }
-        if let Some(done) = session.take_finished() {
-            journal.record(
-                Some(id),
-                t,
-                Stage::Send,
-                What::Sent {
-                    bytes: done.wire_bytes,
-                    tx_fill: sock.send_queue(),
-                    tx_capacity: sock.send_capacity(),
-                },
-            );
-            session.process(now, app, journal);
-        } else if n == 0 {
-            break;
-        }
-    }
-    if session.wants_close() && sock.may_send() {
-        // RFC 9112 §9.6: the server initiates the close after the final response.
-        sock.close();
-    }
-    Drive::Ok
 }

@@ -106,6 +106,14 @@ impl Netns {
     /// Runs `f` on a thread that has entered the namespace, so std's sockets there are the
     /// kernel's TCP on the other side of tun0.
     pub fn in_ns<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        self.spawn_in_ns(f).join().unwrap()
+    }
+
+    /// As [`in_ns`](Self::in_ns), without waiting for the thread.
+    pub fn spawn_in_ns<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> std::thread::JoinHandle<R> {
         let path = format!("/var/run/netns/{}", self.name);
         std::thread::spawn(move || {
             let fd = File::open(&path).unwrap();
@@ -114,8 +122,6 @@ impl Netns {
             assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
             f()
         })
-        .join()
-        .unwrap()
     }
 }
 

@@ -1,0 +1,88 @@
+//! What the stack is configured to be, the bounds on each knob, and what it counts.
+
+use std::net::Ipv4Addr;
+
+use crate::device::DeviceCounters;
+use crate::http::Limits;
+use crate::session::Timeouts;
+
+/// Bounds and defaults for the knobs, each with why.
+pub mod limits {
+    /// Linux's default `somaxconn` was 128 for decades; 16 is enough for a demo and small
+    /// enough that the accept queue filling up is easy to see.
+    pub const DEFAULT_BACKLOG: usize = 16;
+    pub const MAX_BACKLOG: usize = 4096;
+    /// Connections being served at once. Each socket holds its buffers for its whole
+    /// life, so with the TIME-WAIT bound below this bounds memory: 2 x 1024 x (64 KiB +
+    /// 256 KiB) = 640 MiB of address space at most, far less touched.
+    pub const DEFAULT_MAX_CONNS: usize = 1024;
+    pub const MAX_MAX_CONNS: usize = 65_536;
+    /// Sockets kept in TIME-WAIT (10 s in smoltcp). Past this the oldest is reclaimed
+    /// early, as Linux does past `tcp_max_tw_buckets`, so a burst of short connections
+    /// cannot hold the table or memory hostage.
+    pub const DEFAULT_MAX_TIME_WAIT: usize = 1024;
+    /// How long a connection we closed may take to finish closing (FIN-WAIT-1/2,
+    /// CLOSING, LAST-ACK) before we reset it: Linux's `tcp_fin_timeout` default. A peer
+    /// that never sends its FIN would otherwise hold a socket forever.
+    pub const FIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+    /// A peer silent this long while we have unacknowledged data is gone: smoltcp aborts.
+    pub const DEAD_PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+    /// 64 KiB receive: a request head never needs more. One byte past what 16 bits can
+    /// say, so smoltcp offers window scale 1 in the SYN-ACK (RFC 7323 §2.2).
+    pub const DEFAULT_RX_BUF: usize = 64 * 1024;
+    /// 256 KiB send: about 4 ms at 500 MB/s, enough to keep a local link busy.
+    pub const DEFAULT_TX_BUF: usize = 256 * 1024;
+    /// Below one full-size segment TCP cannot make progress; above 1 GiB (2^30) the
+    /// window scale option (at most 14, RFC 7323 §2.3) cannot describe it.
+    pub const MIN_BUF: usize = 1024;
+    pub const MAX_BUF: usize = 1 << 30;
+}
+
+/// What the stack is configured to be.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    pub http_port: u16,
+    pub backlog: usize,
+    pub max_conns: usize,
+    pub max_time_wait: usize,
+    pub rx_buf: usize,
+    pub tx_buf: usize,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    /// Seeds smoltcp's generator: initial sequence numbers and ephemeral ports.
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: Ipv4Addr::new(10, 77, 0, 2),
+            prefix: 24,
+            gateway: Ipv4Addr::new(10, 77, 0, 1),
+            http_port: 80,
+            backlog: limits::DEFAULT_BACKLOG,
+            max_conns: limits::DEFAULT_MAX_CONNS,
+            max_time_wait: limits::DEFAULT_MAX_TIME_WAIT,
+            rx_buf: limits::DEFAULT_RX_BUF,
+            tx_buf: limits::DEFAULT_TX_BUF,
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            seed: 0,
+        }
+    }
+}
+
+/// What the stack counted over its life.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Counters {
+    pub connections: u64,
+    pub syn_dropped: u64,
+    pub time_wait_cut: u64,
+    pub fin_timeouts: u64,
+    pub aborted_streams: u64,
+    pub device: DeviceCounters,
+    pub device_errors: u64,
+}
