@@ -452,33 +452,24 @@ pub fn check_connection(pkts: &[Pkt], client_port: u16) {
         .find(|(p, t)| p.inbound && !t.syn && t.ack_flag && t.ack == synack.seq.wrapping_add(1))
         .cloned()
         .expect("the third handshake segment acknowledges our ISN+1");
-    let comment = |p: &Pkt| p.comment.clone().unwrap_or_default();
-    assert!(
-        comment(&syn_p).contains("SYN, handshake 1/3, ISN"),
-        "SYN comment: {:?}",
-        syn_p.comment
-    );
-    assert!(
-        comment(&synack_p).contains("SYN-ACK, handshake 2/3"),
-        "SYN-ACK comment: {:?}",
-        synack_p.comment
-    );
+    let says = |p: &Pkt, needle: &str| {
+        let comment = p.comment.as_deref().unwrap_or("");
+        assert!(
+            comment.contains(needle),
+            "packet {}: {needle:?} not in its comment {comment:?}",
+            p.index
+        );
+    };
+    says(&syn_p, "SYN, handshake 1/3, ISN");
+    says(&synack_p, "SYN-ACK, handshake 2/3");
     if ack3.len == 0 {
-        assert!(
-            comment(&ack3_p).contains("handshake 3/3"),
-            "ACK comment: {:?}",
-            ack3_p.comment
-        );
-        assert!(
-            comment(&ack3_p).contains("SYN-RECEIVED -> ESTABLISHED"),
-            "{:?}",
-            ack3_p.comment
-        );
+        says(&ack3_p, "handshake 3/3");
+        says(&ack3_p, "SYN-RECEIVED -> ESTABLISHED");
     }
     let fins: Vec<&(Pkt, Tcp)> = c.iter().filter(|(_, t)| t.fin).collect();
     assert!(!fins.is_empty(), "the connection was closed with FINs");
     for (fp, f) in &fins {
-        assert!(comment(fp).contains("FIN"), "FIN comment: {:?}", fp.comment);
+        says(fp, "FIN");
         let end = f.seq.wrapping_add(f.len).wrapping_add(1);
         let acked = c
             .iter()
