@@ -61,3 +61,70 @@ fn device_down_is_survived_and_device_deleted_ends_the_run_clearly() {
             >= 2
     );
 }
+
+#[test]
+fn a_missing_device_is_created_with_the_mtu_asked_for() {
+    let Some(ns) = Netns::new("create") else {
+        return;
+    };
+    let capture = ns.dir.join("created.pcapng");
+    let mut child = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            env!("CARGO_BIN_EXE_synack"),
+            "serve",
+        ])
+        .args([
+            "--tun",
+            "tun7",
+            "--addr",
+            "10.79.0.2/24",
+            "--mtu",
+            "1400",
+            "--journey",
+            "off",
+        ])
+        .arg("--capture")
+        .arg(&capture)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // synack made tun7, gave its kernel side 10.79.0.1/24 and brought it up.
+    let up = wait_until(10.0, || {
+        let out = ns.run(&["ip", "-4", "-o", "addr", "show", "tun7"]);
+        String::from_utf8_lossy(&out.stdout).contains("10.79.0.1/24")
+    });
+    let page = ns.curl(&[
+        "--retry",
+        "3",
+        "--retry-connrefused",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "http://10.79.0.2/",
+    ]);
+    let mtu = ns.run(&["cat", "/sys/class/net/tun7/mtu"]);
+    // SAFETY: signalling our own child (ip netns exec execs synack).
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(up, "the created device has the kernel-side address");
+    assert_eq!(String::from_utf8_lossy(&page.stdout), "200");
+    assert_eq!(String::from_utf8_lossy(&mtu.stdout).trim(), "1400");
+    assert!(status.success());
+    let gone = ns.run(&["ip", "link", "show", "tun7"]);
+    assert!(
+        !gone.status.success(),
+        "a device synack created goes away with it"
+    );
+    // The MSS we offered follows the MTU: 1400 - 20 (IPv4) - 20 (TCP).
+    let pkts = read_capture(&capture);
+    let synack = pkts
+        .iter()
+        .filter_map(|p| p.tcp)
+        .find(|t| t.syn && t.ack_flag)
+        .expect("a SYN-ACK");
+    assert_eq!(synack.mss, Some(1360));
+}
