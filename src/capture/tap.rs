@@ -209,10 +209,6 @@ impl<D> Tap<D> {
         &mut self.inner
     }
 
-    pub fn capturing(&self) -> bool {
-        self.state.borrow().sink.is_some()
-    }
-
     /// Moves the segments observed since the last call into `out` (which is cleared first).
     /// Swapping the two vectors keeps both allocations alive across calls.
     pub fn take_observed(&mut self, out: &mut Vec<Observed>) {
@@ -297,11 +293,6 @@ impl<D> Tap<D> {
         if let Err(e) = sink.flush() {
             state.fail(e);
         }
-    }
-
-    /// The capture failed (disk full, file removed): its error, once.
-    pub fn take_failure(&mut self) -> Option<io::Error> {
-        self.state.get_mut().failure.take()
     }
 }
 

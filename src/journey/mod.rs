@@ -331,8 +331,4 @@ impl Journal {
     pub fn flush(&mut self) {
         let _ = self.out.flush();
     }
-
-    pub fn open_count(&self) -> usize {
-        self.conns.len()
-    }
 }

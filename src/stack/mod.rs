@@ -148,14 +148,6 @@ impl<L: Link> Stack<L> {
         stack
     }
 
-    pub fn tap(&self) -> &Tap<L> {
-        self.dev.inner()
-    }
-
-    pub fn journal_mut(&mut self) -> &mut Journal {
-        &mut self.journal
-    }
-
     pub fn counters(&self) -> Counters {
         Counters {
             device: self.dev.counters(),
