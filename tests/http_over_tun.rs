@@ -66,6 +66,41 @@ fn get_keep_alive_and_json() {
         "{v}"
     );
 
+    // With Expect: 100-continue curl waits for the interim response before the body; a
+    // chunked body and HTTP/1.0 are decoded too.
+    let big: String = format!("[{}1]", "1,".repeat(1500));
+    let out = ns.curl(&[
+        "-v",
+        "-H",
+        "Expect: 100-continue",
+        "-d",
+        &big,
+        "http://10.77.0.2/json",
+    ]);
+    let verbose = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        verbose.contains("Expect: 100-continue") && verbose.contains("< HTTP/1.1 100 Continue"),
+        "{verbose}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&text(&out)).unwrap();
+    assert_eq!(v["elements"], 1501);
+    let chunked = ns.curl(&[
+        "-H",
+        "Transfer-Encoding: chunked",
+        "-d",
+        r#"{"chunked":true}"#,
+        "http://10.77.0.2/json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&text(&chunked)).unwrap();
+    assert_eq!(v["keys"], serde_json::json!(["chunked"]));
+    let old = ns.curl(&["-v", "--http1.0", "http://10.77.0.2/echo"]);
+    assert!(text(&old).contains("\"version\": \"HTTP/1.0\""));
+    let verbose = String::from_utf8_lossy(&old.stderr);
+    assert!(
+        verbose.contains("< HTTP/1.0 200 OK") && verbose.contains("Closing connection"),
+        "{verbose}"
+    );
+
     let head = text(&ns.curl(&["-I", "http://10.77.0.2/bytes/12345"]));
     assert!(head.contains("Content-Length: 12345"), "{head}");
     let status = text(&ns.curl(&[
@@ -96,7 +131,7 @@ fn get_keep_alive_and_json() {
     let ports = client_ports(&pkts);
     assert_eq!(
         ports.len(),
-        8,
+        11,
         "one handshake per curl run, three requests on the kept-alive one"
     );
     for port in &ports {
