@@ -486,13 +486,13 @@ pub fn check_connection(pkts: &[Pkt], client_port: u16) {
     );
 }
 
-/// Problems tshark finds in a capture, or `None` if tshark is not installed.
-pub fn tshark_problems(path: &Path) -> Option<Vec<String>> {
+/// Runs tshark on a capture and returns its output lines, or `None` if tshark is not
+/// installed. A capture tshark cannot read fails the test.
+fn tshark(path: &Path, args: &[&str]) -> Option<Vec<String>> {
     let out = Command::new("tshark")
         .args(["-n", "-r"])
         .arg(path)
-        .args(["-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE"])
-        .args(["-Y", "_ws.malformed || ip.checksum.status == 0 || tcp.checksum.status == 0 || udp.checksum.status == 0"])
+        .args(args)
         .output()
         .ok()?;
     assert!(
@@ -509,29 +509,30 @@ pub fn tshark_problems(path: &Path) -> Option<Vec<String>> {
     )
 }
 
+/// Problems tshark finds in a capture, or `None` if tshark is not installed.
+pub fn tshark_problems(path: &Path) -> Option<Vec<String>> {
+    let checks = [
+        "tcp.check_checksum:TRUE",
+        "ip.check_checksum:TRUE",
+        "udp.check_checksum:TRUE",
+    ];
+    let mut args: Vec<&str> = checks.iter().flat_map(|c| ["-o", c]).collect();
+    args.extend([
+        "-Y",
+        "_ws.malformed || ip.checksum.status == 0 || tcp.checksum.status == 0 || udp.checksum.status == 0",
+    ]);
+    tshark(path, &args)
+}
+
 /// `tshark -T fields` output, or `None` without tshark.
 pub fn tshark_fields(path: &Path, filter: &str, fields: &[&str]) -> Option<Vec<String>> {
-    let mut cmd = Command::new("tshark");
-    cmd.args(["-n", "-r"]).arg(path);
+    let mut args = Vec::new();
     if !filter.is_empty() {
-        cmd.args(["-Y", filter]);
+        args.extend(["-Y", filter]);
     }
-    cmd.args(["-T", "fields", "-E", "separator=|"]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd.output().ok()?;
-    assert!(
-        out.status.success(),
-        "tshark failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect(),
-    )
+    args.extend(["-T", "fields", "-E", "separator=|"]);
+    args.extend(fields.iter().flat_map(|f| ["-e", f]));
+    tshark(path, &args)
 }
 
 /// The `/bytes/N` body: byte i is PATTERN[i % 64] (kept here independently of synack).
