@@ -9,8 +9,9 @@ usage() {
 usage: sudo $0 [-n NAMESPACE] [-o CAPTURE.pcapng]
 
 Builds synack (release), creates namespace NAMESPACE (default synack-demo) with tun0
-(kernel side 10.77.0.1/24), runs 'synack serve' at 10.77.0.2 with a capture, and from
-the namespace runs curl: GET /, two requests on one kept-alive connection, POST /json,
+(kernel side 10.77.0.1/24), runs 'synack serve' at 10.77.0.2 with a capture, points the
+namespace's resolver at synack's DNS responder, and from the namespace runs curl:
+GET http://synack.test/ (by name), two requests on one kept-alive connection, POST /json,
 GET /bytes/1000000. Then stops the server with SIGTERM, prints each connection's
 journey and, if tshark is installed, one line per captured packet. The capture stays
 in CAPTURE (default captures/demo-<time>.pcapng). Everything else is removed on exit,
@@ -74,8 +75,12 @@ wait_for 20 grep -q "synack: serving" "$work/server.log" || { cat "$work/server.
 cat "$work/server.log"
 
 url="http://${SYNACK_STACK_ADDR%/*}"
-step "GET /   (curl -v shows the request and response heads)"
-in_ns curl -sS -v -o /dev/null "$url/" 2>&1 | grep -E '^[<>*] ' | grep -v '^\* *Trying\|^\* *Closing' || true
+# The namespace's resolver is synack's DNS responder (ip netns exec bind-mounts this file
+# over /etc/resolv.conf); down.sh removes it with the namespace.
+mkdir -p "/etc/netns/$ns"
+echo "nameserver ${SYNACK_STACK_ADDR%/*}" > "/etc/netns/$ns/resolv.conf"
+step "GET http://synack.test/   (the name resolves through synack's DNS; curl -v shows the heads)"
+in_ns curl -sS -v -o /dev/null "http://synack.test/" 2>&1 | grep -E '^[<>*] ' | grep -v '^\* *Trying\|^\* *Closing' || true
 
 step "two requests on one kept-alive connection: GET /echo, then GET /journey"
 in_ns curl -sS -v "$url/echo" "$url/journey" -o /dev/null -o "$work/journey.json" 2>&1 | grep -E 'Connected|Re-using|^< HTTP' || true
@@ -106,7 +111,7 @@ if command -v tshark >/dev/null; then
   step "the capture, one line per packet (tshark)"
   tshark -n -r "$capture" -T fields -E separator='|' \
     -e frame.number -e frame.time_relative -e ip.src -e tcp.srcport -e ip.dst -e tcp.dstport \
-    -e tcp.flags.str -e tcp.seq -e tcp.ack -e tcp.len -e frame.comment 2>/dev/null |
+    -e tcp.flags.str -e tcp.seq -e tcp.ack -e tcp.len -e frame.comment -e udp.srcport -e udp.dstport 2>/dev/null |
     awk -F'|' '
       function line(i) { return run[i] }
       function flush_run(   i) {
@@ -118,7 +123,9 @@ if command -v tshark >/dev/null; then
         } else for (i = 1; i <= n; i++) print line(i)
         n = 0
       }
-      { l = sprintf("%4d %9.6f %s:%-5s -> %s:%-5s %s seq=%-7s ack=%-7s len=%-5s", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+      $4 == "" { l = sprintf("%4d %9.6f %s:%-5s -> %s:%-5s UDP", $1, $2, $3, $12, $5, $13) }
+      $4 != "" { l = sprintf("%4d %9.6f %s:%-5s -> %s:%-5s %s seq=%-7s ack=%-7s len=%-5s", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10) }
+      {
         if ($11 == "") { run[++n] = l } else { flush_run(); print l "  # " $11 } }
       END { flush_run() }'
   echo "(every packet: tshark -r $capture)"

@@ -144,6 +144,15 @@ pub struct ServeArgs {
     /// Seed for initial sequence numbers (default: random). The same seed gives the same ISNs.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// UDP port of the DNS responder, which answers --name queries with the stack's address.
+    #[arg(long, default_value_t = 53, value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "no_dns")]
+    pub dns_port: u16,
+    /// No DNS responder.
+    #[arg(long)]
+    pub no_dns: bool,
+    /// A name the DNS responder answers with an A record of --addr (repeatable; others get NXDOMAIN).
+    #[arg(long = "name", value_name = "NAME", default_value = "synack.test", value_parser = crate::dns::valid_name)]
+    pub names: Vec<String>,
 }
 
 fn bounded(s: &str, lo: usize, hi: usize) -> Result<usize, String> {

@@ -11,6 +11,7 @@ pub mod capture;
 pub mod cli;
 pub mod clock;
 pub mod device;
+pub mod dns;
 pub mod http;
 pub mod journey;
 pub mod observe;

@@ -35,6 +35,10 @@ fn random_seed() -> u64 {
     t.as_nanos() as u64 ^ u64::from(std::process::id()) << 32
 }
 
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let gateway = args.gateway.unwrap_or_else(|| args.addr.first_host());
     if gateway == args.addr.addr {
@@ -126,11 +130,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             idle: Duration::from_secs(args.idle_timeout),
         },
         seed: args.seed.unwrap_or_else(random_seed),
+        dns_port: (!args.no_dns).then_some(args.dns_port),
+        dns_names: args.names.clone(),
     };
     let mtu = tun.mtu();
     let name = tun.name().to_owned();
     let capture_path = sink.as_ref().map(|s| s.path().to_owned());
-    let mut stack = Stack::new(cfg, Tap::new(tun, sink), app, journal);
+    let mut stack = Stack::new(cfg, Tap::new(tun, sink), app, journal)?;
 
     eprintln!(
         "synack: serving http://{}:{}/ on {name} (MTU {mtu}, MSS {}), gateway {gateway}",
@@ -138,6 +144,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.http_port,
         mtu.saturating_sub(40)
     );
+    if !args.no_dns {
+        eprintln!(
+            "synack: answering DNS on udp/{} at {} for {}",
+            args.dns_port,
+            args.addr.addr,
+            args.names.join(", ")
+        );
+    }
     match &capture_path {
         Some(p) => eprintln!("synack: capturing to {}", p.display()),
         None => eprintln!("synack: capture off"),
@@ -148,15 +162,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let finished = stack.shutdown();
     let c = stack.counters();
     eprintln!(
-        "synack: stopped. {} connection{}, {} packets in, {} out, {} SYN{} dropped at a full accept queue, {} device error{}",
+        "synack: stopped. {} connection{}, {} packets in, {} out, {} SYN{} dropped at a full accept queue, {} DNS answer{} ({} datagram{} dropped), {} device error{}",
         c.connections,
-        if c.connections == 1 { "" } else { "s" },
+        plural(c.connections),
         c.device.rx_packets,
         c.device.tx_packets,
         c.syn_dropped,
-        if c.syn_dropped == 1 { "" } else { "s" },
+        plural(c.syn_dropped),
+        c.dns_answered,
+        plural(c.dns_answered),
+        c.dns_dropped,
+        plural(c.dns_dropped),
         c.device_errors,
-        if c.device_errors == 1 { "" } else { "s" },
+        plural(c.device_errors),
     );
     match finished {
         Ok(Some((path, packets))) => eprintln!(

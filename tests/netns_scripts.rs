@@ -96,6 +96,8 @@ fn demo_runs_the_whole_journey_and_cleans_up() {
         "connection #4",
         "socket closed and reclaimed",
         "/journey says: connection #2",
+        "server  resolve  DNS query",
+        "A synack.test -> 10.77.0.2 (NOERROR)",
     ] {
         assert!(
             text.contains(needle),
@@ -106,6 +108,10 @@ fn demo_runs_the_whole_journey_and_cleans_up() {
         assert!(
             text.contains("# SYN, handshake 1/3"),
             "the packet summary shows the comments:\n{text}"
+        );
+        assert!(
+            text.contains("# DNS response"),
+            "the DNS exchange is in the packet summary:\n{text}"
         );
     }
     assert!(!ns_exists(&name), "the demo removed its namespace");

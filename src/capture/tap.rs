@@ -66,6 +66,24 @@ struct TapState {
     /// The connection of the last inbound segment, and whether it was a SYN: the only
     /// sockets that segment can have changed.
     last_inbound: Option<(FourTuple, bool)>,
+    /// UDP datagrams to or from this port are DNS and get a comment saying what they ask
+    /// or answer.
+    dns_port: Option<u16>,
+}
+
+/// The comment a packet earns on its own: a TCP segment's role, or a DNS message.
+fn own_comment(observed: Option<Observed>, packet: &[u8], dns_port: Option<u16>) -> Option<String> {
+    if let Some(o) = observed {
+        return o.describe();
+    }
+    let port = dns_port?;
+    let ip = etherparse::Ipv4Slice::from_slice(packet).ok()?;
+    if ip.payload_ip_number() != etherparse::IpNumber::UDP {
+        return None;
+    }
+    let udp = etherparse::UdpSlice::from_slice(ip.payload().payload).ok()?;
+    (udp.source_port() == port || udp.destination_port() == port)
+        .then(|| crate::dns::describe(udp.payload()))
 }
 
 impl TapState {
@@ -86,7 +104,7 @@ impl TapState {
         let noteless =
             dir == Direction::Out && observed.is_none_or(|o| !o.segment.fin && !o.segment.rst);
         if noteless && self.used == 0 {
-            let comment = observed.and_then(|o| o.describe());
+            let comment = own_comment(observed, packet, self.dns_port);
             if let Err(e) = sink.write_packet(since_epoch(at), dir, packet, comment) {
                 self.fail(e);
             }
@@ -118,13 +136,14 @@ impl TapState {
             return;
         };
         for p in &self.pending[..self.used] {
-            let comment = p.observed.and_then(|o| {
-                let mut text = o.describe();
+            let mut comment = own_comment(p.observed, &p.data, self.dns_port);
+            if let Some(o) = p.observed {
+                let text = &mut comment;
                 let tuple = o.tuple();
                 match p.dir {
                     Direction::In => {
                         for note in notes.iter_mut().filter(|n| n.tuple == tuple) {
-                            append(&mut text, std::mem::take(&mut note.text));
+                            append(text, std::mem::take(&mut note.text));
                         }
                     }
                     Direction::Out if o.segment.fin || o.segment.rst => {
@@ -132,14 +151,13 @@ impl TapState {
                             if note.tuple != tuple {
                                 return true;
                             }
-                            append(&mut text, std::mem::take(&mut note.text));
+                            append(text, std::mem::take(&mut note.text));
                             false
                         });
                     }
                     Direction::Out => {}
                 }
-                text
-            });
+            }
             if let Err(e) = sink.write_packet(since_epoch(p.at), p.dir, &p.data, comment) {
                 self.used = 0;
                 self.fail(e);
@@ -197,6 +215,7 @@ impl<D> Tap<D> {
                 synced_packets: 0,
                 synced_chunks: 0,
                 last_inbound: None,
+                dns_port: None,
             }),
         }
     }
@@ -207,6 +226,11 @@ impl<D> Tap<D> {
 
     pub fn inner_mut(&mut self) -> &mut D {
         &mut self.inner
+    }
+
+    /// Which UDP port carries DNS, for comments on DNS packets.
+    pub fn set_dns_port(&mut self, port: Option<u16>) {
+        self.state.get_mut().dns_port = port;
     }
 
     /// Moves the segments observed since the last call into `out` (which is cleared first).

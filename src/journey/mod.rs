@@ -70,6 +70,21 @@ impl Stage {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum What {
+    /// A DNS query was answered.
+    Resolved {
+        from: SocketAddrV4,
+        id: u16,
+        name: String,
+        qtype: String,
+        answer: Option<std::net::Ipv4Addr>,
+        rcode: &'static str,
+    },
+    /// A datagram to the DNS port got no answer (too short to be DNS, or not a query).
+    DnsDropped {
+        from: SocketAddrV4,
+        bytes: usize,
+        reason: &'static str,
+    },
     /// The peer's SYN reached a listening socket (handshake 1/3).
     Syn {
         remote: SocketAddrV4,
@@ -293,8 +308,12 @@ impl Journal {
             stage,
             what,
         };
-        if self.format == Format::Json {
-            render::json_line(&mut self.out, &event);
+        match self.format {
+            Format::Json => render::json_line(&mut self.out, &event),
+            // Server events (DNS, dropped SYNs) belong to no connection's timeline: a
+            // line each, as they happen.
+            Format::Text if conn.is_none() => render::server_line(&mut self.out, &event),
+            _ => {}
         }
         if let Some(rec) = conn.and_then(|id| self.conns.get_mut(&id)) {
             rec.push(event);

@@ -12,6 +12,16 @@ pub fn json_line(out: &mut dyn Write, event: &Event) {
     }
 }
 
+/// An event that belongs to no connection, on a line of its own.
+pub fn server_line(out: &mut dyn Write, event: &Event) {
+    let _ = writeln!(
+        out,
+        "server  {:<8} {}",
+        event.stage.name(),
+        describe(&event.what)
+    );
+}
+
 /// A connection's whole journey, one event a line, times relative to its first event.
 pub fn timeline(out: &mut dyn Write, rec: &ConnRecord) {
     let _ = write!(out, "{}", timeline_string(rec));
@@ -60,6 +70,24 @@ fn sender(dir: Direction) -> &'static str {
 /// One event in words.
 pub fn describe(what: &What) -> String {
     match what {
+        What::Resolved {
+            from,
+            id,
+            name,
+            qtype,
+            answer,
+            rcode,
+        } => {
+            let answer = answer.map_or_else(|| "no address".to_owned(), |a| a.to_string());
+            format!("DNS query 0x{id:04x} from {from}: {qtype} {name} -> {answer} ({rcode})")
+        }
+        What::DnsDropped {
+            from,
+            bytes,
+            reason,
+        } => {
+            format!("DNS datagram of {bytes} B from {from} dropped: {reason}")
+        }
         What::Syn {
             remote,
             isn,

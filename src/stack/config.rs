@@ -54,6 +54,10 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Seeds smoltcp's generator: initial sequence numbers and ephemeral ports.
     pub seed: u64,
+    /// The DNS responder's UDP port, or `None` for no responder.
+    pub dns_port: Option<u16>,
+    /// The names the DNS responder answers with the stack's address.
+    pub dns_names: Vec<String>,
 }
 
 impl Default for Config {
@@ -71,6 +75,8 @@ impl Default for Config {
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             seed: 0,
+            dns_port: Some(53),
+            dns_names: vec!["synack.test".into()],
         }
     }
 }
@@ -81,6 +87,8 @@ pub struct Counters {
     pub connections: u64,
     pub syn_dropped: u64,
     pub time_wait_cut: u64,
+    pub dns_answered: u64,
+    pub dns_dropped: u64,
     pub fin_timeouts: u64,
     pub aborted_streams: u64,
     pub device: DeviceCounters,

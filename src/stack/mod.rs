@@ -34,6 +34,7 @@ mod config;
 mod drive;
 mod gate;
 mod record;
+mod resolver;
 mod table;
 
 pub use config::{Config, Counters, limits};
@@ -54,6 +55,8 @@ pub enum StackError {
     DeviceGone(String),
     #[error("waiting on the device failed: {0}")]
     Wait(std::io::Error),
+    #[error("cannot listen for DNS on UDP port {0}")]
+    DnsPort(u16),
 }
 
 /// One smoltcp socket and what it carries.
@@ -90,6 +93,7 @@ pub struct Stack<L: Link> {
     dropped: Vec<FourTuple>,
     /// CLOSED sockets kept for reuse as listeners (at most `backlog`).
     spare: Vec<SocketHandle>,
+    resolver: Option<resolver::Resolver>,
     counters: Counters,
     last_error_log: Option<Instant>,
 }
@@ -118,7 +122,13 @@ fn endpoint_v4(e: IpEndpoint) -> Option<SocketAddrV4> {
 }
 
 impl<L: Link> Stack<L> {
-    pub fn new(cfg: Config, link: Tap<L>, app: App, journal: Journal) -> Self {
+    pub fn new(
+        cfg: Config,
+        mut link: Tap<L>,
+        app: App,
+        journal: Journal,
+    ) -> Result<Self, StackError> {
+        link.set_dns_port(cfg.dns_port);
         let mut dev = Gate::new(link);
         let mut iface_cfg = IfaceConfig::new(HardwareAddress::Ip);
         iface_cfg.random_seed = cfg.seed;
@@ -141,11 +151,17 @@ impl<L: Link> Stack<L> {
             observed: Vec::with_capacity(64),
             dropped: Vec::new(),
             spare: Vec::new(),
+            resolver: None,
             counters: Counters::default(),
             last_error_log: None,
         };
+        if let Some(port) = stack.cfg.dns_port {
+            let zone = crate::dns::Zone::new(stack.cfg.dns_names.clone(), stack.cfg.addr);
+            let resolver = resolver::Resolver::new(&mut stack.sockets, port, zone);
+            stack.resolver = Some(resolver.map_err(|_| StackError::DnsPort(port))?);
+        }
         stack.refill();
-        stack
+        Ok(stack)
     }
 
     pub fn counters(&self) -> Counters {
@@ -196,6 +212,14 @@ impl<L: Link> Stack<L> {
         }
         let now = clock::now();
         self.serve(now);
+        if let Some(resolver) = self.resolver.as_mut() {
+            resolver.serve(
+                &mut self.sockets,
+                now,
+                &mut self.journal,
+                &mut self.counters,
+            );
+        }
         // Transitions seen now were caused by the application (close): they show on the
         // FIN or RST that tells the peer.
         self.scan_states(now, Some(Attach::NextFinOrRst));
