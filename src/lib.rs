@@ -6,6 +6,7 @@
 //! the accept queue; [`session`] joins a connection's bytes to [`http`] and the [`app`];
 //! [`journey`] keeps what happened as data.
 
+pub mod alloc_count;
 pub mod app;
 pub mod capture;
 pub mod cli;

@@ -46,11 +46,32 @@ impl Handled {
     }
 }
 
+/// Server-wide numbers for `GET /stats`, refreshed by the stack at each turn of its loop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub connections: u64,
+    pub active_connections: usize,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub syn_dropped: u64,
+    pub time_wait_cut: u64,
+    pub fin_timeouts: u64,
+    pub dns_answered: u64,
+    pub dns_dropped: u64,
+    pub device_errors: u64,
+    /// Heap allocations since start, when the counting allocator is installed (the
+    /// binary does): it grows per connection and per request, never per packet.
+    pub heap_allocations: Option<u64>,
+}
+
 /// The application: configuration for the routes, shared by every connection.
 #[derive(Debug, Clone, Default)]
 pub struct App {
     /// Canonical static-file root (`--root`), if any.
     root: Option<PathBuf>,
+    stats: Stats,
 }
 
 impl App {
@@ -58,7 +79,15 @@ impl App {
     /// the real path.
     pub fn new(root: Option<PathBuf>) -> std::io::Result<Self> {
         let root = root.map(|r| r.canonicalize()).transpose()?;
-        Ok(App { root })
+        Ok(App {
+            root,
+            stats: Stats::default(),
+        })
+    }
+
+    /// The numbers `GET /stats` shows.
+    pub fn set_stats(&mut self, stats: Stats) {
+        self.stats = stats;
     }
 
     /// Answers one request. `conn` is this connection's journey so far, for `/journey`.
@@ -73,6 +102,8 @@ impl App {
             "/echo" if get_like => Handled::plain("/echo", echo(req)),
             "/echo" => Handled::plain("/echo", allow_get()),
             "/journey" if get_like => Handled::plain("/journey", journey(conn)),
+            "/stats" if get_like => Handled::plain("/stats", Response::json(200, &self.stats)),
+            "/stats" => Handled::plain("/stats", allow_get()),
             "/journey" => Handled::plain("/journey", allow_get()),
             "/json" if method == "POST" => decode_json(req),
             "/json" => Handled::plain("/json", not_allowed("POST")),
@@ -247,7 +278,20 @@ mod tests {
 
     #[test]
     fn routes_and_methods() {
-        let app = App::default();
+        let mut app = App::default();
+        app.set_stats(Stats {
+            connections: 7,
+            ..Stats::default()
+        });
+        let stats = app.handle(&req("GET", "/stats", b""), None);
+        assert_eq!(stats.response.status, 200);
+        assert_eq!(body_json(&stats)["connections"], 7);
+        assert_eq!(
+            app.handle(&req("POST", "/stats", b""), None)
+                .response
+                .status,
+            405
+        );
         assert_eq!(app.handle(&req("GET", "/", b""), None).response.status, 200);
         assert_eq!(
             app.handle(&req("HEAD", "/echo", b""), None).response.status,

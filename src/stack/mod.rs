@@ -164,6 +164,26 @@ impl<L: Link> Stack<L> {
         Ok(stack)
     }
 
+    /// The snapshot `GET /stats` shows.
+    fn stats(&self) -> crate::app::Stats {
+        let c = self.counters();
+        crate::app::Stats {
+            connections: c.connections,
+            active_connections: self.active(),
+            packets_in: c.device.rx_packets,
+            packets_out: c.device.tx_packets,
+            bytes_in: c.device.rx_bytes,
+            bytes_out: c.device.tx_bytes,
+            syn_dropped: c.syn_dropped,
+            time_wait_cut: c.time_wait_cut,
+            fin_timeouts: c.fin_timeouts,
+            dns_answered: c.dns_answered,
+            dns_dropped: c.dns_dropped,
+            device_errors: c.device_errors,
+            heap_allocations: crate::alloc_count::allocations(),
+        }
+    }
+
     pub fn counters(&self) -> Counters {
         Counters {
             device: self.dev.counters(),
@@ -211,6 +231,7 @@ impl<L: Link> Stack<L> {
             self.after_ingress(now);
         }
         let now = clock::now();
+        self.app.set_stats(self.stats());
         self.serve(now);
         if let Some(resolver) = self.resolver.as_mut() {
             resolver.serve(
