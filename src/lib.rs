@@ -19,3 +19,4 @@ pub mod observe;
 pub mod serve;
 pub mod session;
 pub mod stack;
+pub mod tls;

@@ -1,0 +1,477 @@
+//! TLS for the HTTP server, sans-IO: rustls between the TCP byte stream and the same HTTP
+//! code that serves plain text. TLS bytes in, plaintext out; plaintext in, TLS bytes out.
+//! Nothing here touches a socket or a clock.
+//!
+//! Not yet wired to a listener: issue 3 puts it on `--https-port` (see the notes there).
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::{ServerConfig, ServerConnection};
+
+/// ALPN: HTTP/1.1 only (RFC 7301).
+pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// Plaintext rustls may hold before it is encrypted and sent: with smoltcp's send buffer
+/// this bounds what one connection keeps in memory.
+const PLAINTEXT_LIMIT: usize = 64 * 1024;
+
+/// Why TLS could not be set up, worded for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read certificate file {path}: {reason}; give a PEM certificate with --cert")]
+    Cert { path: String, reason: String },
+    #[error("cannot read key file {path}: {reason}; give a PEM private key with --key")]
+    Key { path: String, reason: String },
+    #[error("the key in {key} does not belong to the certificate in {cert} ({reason})")]
+    Mismatch {
+        cert: String,
+        key: String,
+        reason: String,
+    },
+    #[error("cannot generate a certificate: {0}")]
+    Generate(String),
+}
+
+/// A certificate chain and its key, ready for rustls, and the PEM clients can trust.
+pub struct Identity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    /// The end-entity certificate as PEM (for `--cert-out` and `curl --cacert`).
+    pub cert_pem: String,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("chain", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A self-signed certificate for `names` and `ip` (every one a subject alternative name,
+/// RFC 5280 §4.2.1.6), with a fresh P-256 key.
+pub fn generate(names: &[String], ip: Ipv4Addr) -> Result<Identity, TlsError> {
+    let err = |e: rcgen::Error| TlsError::Generate(e.to_string());
+    let mut sans: Vec<String> = names.to_vec();
+    sans.push(ip.to_string());
+    let mut params = rcgen::CertificateParams::new(sans).map_err(err)?;
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        names.first().cloned().unwrap_or_else(|| ip.to_string()),
+    );
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "synack (self-signed)");
+    let key = rcgen::KeyPair::generate().map_err(err)?;
+    let cert = params.self_signed(&key).map_err(err)?;
+    Ok(Identity {
+        chain: vec![cert.der().clone()],
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        cert_pem: cert.pem(),
+    })
+}
+
+/// Reads a PEM certificate chain and private key. Every way that can fail (missing file,
+/// not PEM, no certificate or key inside, a key of another certificate) is one clear error.
+pub fn load(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
+    let cert_err = |reason: String| TlsError::Cert {
+        path: cert.display().to_string(),
+        reason,
+    };
+    let key_err = |reason: String| TlsError::Key {
+        path: key.display().to_string(),
+        reason,
+    };
+    let cert_pem = std::fs::read_to_string(cert).map_err(|e| cert_err(e.to_string()))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| cert_err(format!("not PEM ({e})")))?;
+    if chain.is_empty() {
+        return Err(cert_err("no CERTIFICATE block in it".into()));
+    }
+    let key_pem = std::fs::read(key).map_err(|e| key_err(e.to_string()))?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| key_err(format!("no private key in it ({e})")))?;
+    let identity = Identity {
+        chain,
+        key: key_der,
+        cert_pem,
+    };
+    // rustls checks that the key's public half is the certificate's.
+    server_config(&identity, None).map_err(|e| TlsError::Mismatch {
+        cert: cert.display().to_string(),
+        key: key.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(identity)
+}
+
+/// Collects TLS secrets in the key log format (NSS `SSLKEYLOGFILE`), for the capture's
+/// Decryption Secrets Block and `--keylog`.
+#[derive(Debug, Default)]
+pub struct KeyLogLines {
+    lines: Mutex<Vec<String>>,
+}
+
+impl KeyLogLines {
+    /// The lines logged since the last call.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.lines.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl rustls::KeyLog for KeyLogLines {
+    fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
+        let mut line =
+            String::with_capacity(label.len() + 2 + 2 * (client_random.len() + secret.len()));
+        line.push_str(label);
+        line.push(' ');
+        for b in client_random {
+            let _ = write!(line, "{b:02x}");
+        }
+        line.push(' ');
+        for b in secret {
+            let _ = write!(line, "{b:02x}");
+        }
+        self.lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line);
+    }
+
+    fn will_log(&self, _label: &str) -> bool {
+        true
+    }
+}
+
+/// The server's TLS configuration: TLS 1.3 and 1.2 with ring's cipher suites, ALPN
+/// `http/1.1`, and the key log if asked for.
+pub fn server_config(
+    id: &Identity,
+    keylog: Option<Arc<KeyLogLines>>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(id.chain.clone(), id.key.clone_key())?;
+    config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    if let Some(keylog) = keylog {
+        config.key_log = keylog;
+    }
+    Ok(Arc::new(config))
+}
+
+/// What the handshake settled on, for the journey's decrypt stage.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Negotiated {
+    pub version: String,
+    pub cipher: String,
+    pub sni: Option<String>,
+    pub alpn: Option<String>,
+}
+
+/// One connection's TLS: records in, plaintext out, and back.
+pub struct TlsSession {
+    conn: ServerConnection,
+    /// The peer sent close_notify: no more plaintext will come.
+    peer_closed: bool,
+}
+
+/// A connection's TLS failed (bad records, a handshake the peer broke off). The
+/// connection should send what alert is pending, then close.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS: {0}")]
+pub struct TlsFailed(pub String);
+
+impl TlsSession {
+    pub fn new(config: Arc<ServerConfig>) -> Result<Self, TlsFailed> {
+        let mut conn = ServerConnection::new(config).map_err(|e| TlsFailed(e.to_string()))?;
+        conn.set_buffer_limit(Some(PLAINTEXT_LIMIT));
+        Ok(TlsSession {
+            conn,
+            peer_closed: false,
+        })
+    }
+
+    /// Takes TLS records from the network; returns how many bytes it took. Decrypted
+    /// plaintext is then ready for [`read_plaintext`](Self::read_plaintext).
+    pub fn receive(&mut self, mut data: &[u8]) -> Result<usize, TlsFailed> {
+        let before = data.len();
+        while !data.is_empty() && self.conn.wants_read() {
+            match self.conn.read_tls(&mut data) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return Err(TlsFailed(e.to_string())),
+            }
+            let state = self
+                .conn
+                .process_new_packets()
+                .map_err(|e| TlsFailed(e.to_string()))?;
+            if state.peer_has_closed() {
+                self.peer_closed = true;
+            }
+        }
+        Ok(before - data.len())
+    }
+
+    /// Copies decrypted bytes into `out`; returns how many.
+    pub fn read_plaintext(&mut self, out: &mut [u8]) -> usize {
+        // WouldBlock: nothing decrypted yet; UnexpectedEof: the peer closed without
+        // close_notify, which is the TCP layer's business. Either way, nothing to read.
+        self.conn.reader().read(out).unwrap_or_default()
+    }
+
+    /// Hands plaintext to be encrypted; returns how many bytes rustls took (fewer than
+    /// offered once its buffer is full: send what it has first).
+    pub fn send_plaintext(&mut self, data: &[u8]) -> usize {
+        self.conn.writer().write(data).unwrap_or(0)
+    }
+
+    /// Copies TLS records to send into `out`; returns how many bytes.
+    pub fn transmit(&mut self, mut out: &mut [u8]) -> usize {
+        let room = out.len();
+        while self.conn.wants_write() && !out.is_empty() {
+            match self.conn.write_tls(&mut out) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        room - out.len()
+    }
+
+    pub fn wants_transmit(&self) -> bool {
+        self.conn.wants_write()
+    }
+
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    /// The peer said close_notify.
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
+    /// Queues our close_notify (RFC 8446 §6.1).
+    pub fn close(&mut self) {
+        self.conn.send_close_notify();
+    }
+
+    /// What the handshake negotiated, once it is done.
+    pub fn negotiated(&self) -> Option<Negotiated> {
+        if self.conn.is_handshaking() {
+            return None;
+        }
+        Some(Negotiated {
+            version: self
+                .conn
+                .protocol_version()
+                .map_or_else(String::new, |v| format!("{v:?}")),
+            cipher: self
+                .conn
+                .negotiated_cipher_suite()
+                .map_or_else(String::new, |s| format!("{:?}", s.suite())),
+            sni: self.conn.server_name().map(str::to_owned),
+            alpn: self
+                .conn
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::ServerName;
+    use rustls::{ClientConfig, ClientConnection, RootCertStore};
+
+    fn client(
+        id: &Identity,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        name: &str,
+    ) -> ClientConnection {
+        let mut roots = RootCertStore::empty();
+        roots.add(id.chain[0].clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+        ClientConnection::new(
+            Arc::new(config),
+            ServerName::try_from(name.to_owned()).unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// Moves records both ways until neither side has anything to send.
+    fn pump(c: &mut ClientConnection, s: &mut TlsSession) {
+        let mut buf = vec![0u8; 64 * 1024];
+        for _ in 0..20 {
+            let mut moved = false;
+            while c.wants_write() {
+                let mut out = Vec::new();
+                c.write_tls(&mut out).unwrap();
+                assert_eq!(s.receive(&out).unwrap(), out.len());
+                moved = true;
+            }
+            let n = s.transmit(&mut buf);
+            if n > 0 {
+                let mut slice = &buf[..n];
+                while !slice.is_empty() {
+                    c.read_tls(&mut slice).unwrap();
+                    c.process_new_packets().unwrap();
+                }
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn handshake(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (ClientConnection, TlsSession, Arc<KeyLogLines>) {
+        let id = generate(&["synack.test".into()], Ipv4Addr::new(10, 77, 0, 2)).unwrap();
+        let keylog = Arc::new(KeyLogLines::default());
+        let mut s = TlsSession::new(server_config(&id, Some(keylog.clone())).unwrap()).unwrap();
+        let mut c = client(&id, versions, "synack.test");
+        pump(&mut c, &mut s);
+        assert!(!c.is_handshaking() && !s.is_handshaking());
+        (c, s, keylog)
+    }
+
+    #[test]
+    fn tls13_round_trip_with_alpn_sni_and_key_log() {
+        let (mut c, mut s, keylog) = handshake(&[&rustls::version::TLS13]);
+        let n = s.negotiated().unwrap();
+        assert_eq!(
+            (n.version.as_str(), n.sni.as_deref(), n.alpn.as_deref()),
+            ("TLSv1_3", Some("synack.test"), Some("http/1.1"))
+        );
+        c.writer().write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        pump(&mut c, &mut s);
+        let mut got = [0u8; 64];
+        let n = s.read_plaintext(&mut got);
+        assert_eq!(&got[..n], b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(s.send_plaintext(b"HTTP/1.1 200 OK\r\n\r\n"), 19);
+        pump(&mut c, &mut s);
+        let mut back = [0u8; 64];
+        let n = c.reader().read(&mut back).unwrap();
+        assert_eq!(&back[..n], b"HTTP/1.1 200 OK\r\n\r\n");
+        let lines = keylog.take();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("CLIENT_HANDSHAKE_TRAFFIC_SECRET ")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("SERVER_TRAFFIC_SECRET_0 "))
+        );
+        // close_notify both ways.
+        c.send_close_notify();
+        pump(&mut c, &mut s);
+        assert!(s.peer_closed());
+    }
+
+    #[test]
+    fn tls12_works_too() {
+        let (_c, s, keylog) = handshake(&[&rustls::version::TLS12]);
+        assert_eq!(s.negotiated().unwrap().version, "TLSv1_2");
+        assert!(
+            keylog
+                .take()
+                .iter()
+                .any(|l| l.starts_with("CLIENT_RANDOM "))
+        );
+    }
+
+    #[test]
+    fn plaintext_or_garbage_is_an_error_not_a_panic() {
+        let id = generate(&["synack.test".into()], Ipv4Addr::new(10, 77, 0, 2)).unwrap();
+        let config = server_config(&id, None).unwrap();
+        let mut s = TlsSession::new(config.clone()).unwrap();
+        assert!(s.receive(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_err());
+        let mut buf = [0u8; 256];
+        assert!(s.transmit(&mut buf) > 0, "an alert goes back");
+        let mut s = TlsSession::new(config).unwrap();
+        assert!(s.receive(&[0x42; 100]).is_err(), "not a TLS record at all");
+    }
+
+    #[test]
+    fn loading_says_what_is_wrong() {
+        let dir = std::env::temp_dir().join(format!("synack-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = generate(&["a.test".into()], Ipv4Addr::new(10, 0, 0, 1)).unwrap();
+        let b = generate(&["b.test".into()], Ipv4Addr::new(10, 0, 0, 2)).unwrap();
+        let pem_key = |id: &Identity| {
+            let PrivateKeyDer::Pkcs8(k) = &id.key else {
+                panic!()
+            };
+            let b64 = base64_lines(k.secret_pkcs8_der());
+            format!("-----BEGIN PRIVATE KEY-----\n{b64}-----END PRIVATE KEY-----\n")
+        };
+        std::fs::write(dir.join("a.crt"), &a.cert_pem).unwrap();
+        std::fs::write(dir.join("a.key"), pem_key(&a)).unwrap();
+        std::fs::write(dir.join("b.key"), pem_key(&b)).unwrap();
+        std::fs::write(dir.join("junk"), "not pem").unwrap();
+        assert!(load(&dir.join("a.crt"), &dir.join("a.key")).is_ok());
+        let e = load(&dir.join("missing.crt"), &dir.join("a.key"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot read certificate file") && e.contains("--cert"),
+            "{e}"
+        );
+        let e = load(&dir.join("junk"), &dir.join("a.key"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no CERTIFICATE"), "{e}");
+        let e = load(&dir.join("a.crt"), &dir.join("junk"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no private key"), "{e}");
+        let e = load(&dir.join("a.crt"), &dir.join("b.key"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not belong to the certificate"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Base64 in 64-column lines, for writing PEM in the test.
+    fn base64_lines(data: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut s = String::new();
+        for chunk in data.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+            for i in 0..4 {
+                s.push(if i <= chunk.len() {
+                    A[(n >> (18 - 6 * i) & 63) as usize] as char
+                } else {
+                    '='
+                });
+            }
+        }
+        s.as_bytes()
+            .chunks(64)
+            .map(|l| format!("{}\n", std::str::from_utf8(l).unwrap()))
+            .collect()
+    }
+}
