@@ -116,6 +116,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         prefix: args.addr.prefix,
         gateway,
         http_port: args.http_port,
+        https_port: None,
         backlog: args.backlog,
         max_conns: args.max_conns,
         max_time_wait: args.max_time_wait,

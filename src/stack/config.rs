@@ -45,6 +45,8 @@ pub struct Config {
     pub prefix: u8,
     pub gateway: Ipv4Addr,
     pub http_port: u16,
+    /// The HTTPS listener's port, if HTTPS is served.
+    pub https_port: Option<u16>,
     pub backlog: usize,
     pub max_conns: usize,
     pub max_time_wait: usize,
@@ -60,6 +62,13 @@ pub struct Config {
     pub dns_names: Vec<String>,
 }
 
+impl Config {
+    /// The ports with an accept queue: HTTP, and HTTPS if served.
+    pub fn listening_ports(&self) -> impl Iterator<Item = u16> + use<> {
+        std::iter::once(self.http_port).chain(self.https_port)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -67,6 +76,7 @@ impl Default for Config {
             prefix: 24,
             gateway: Ipv4Addr::new(10, 77, 0, 1),
             http_port: 80,
+            https_port: None,
             backlog: limits::DEFAULT_BACKLOG,
             max_conns: limits::DEFAULT_MAX_CONNS,
             max_time_wait: limits::DEFAULT_MAX_TIME_WAIT,

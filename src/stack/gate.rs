@@ -23,7 +23,8 @@ struct Rule {
 
 pub struct Gate<D> {
     inner: D,
-    rule: Option<Rule>,
+    /// One rule per listening port whose accept queue is full.
+    rules: Vec<Rule>,
     /// The packet read while armed, handed to smoltcp from here.
     held: Vec<u8>,
     dropped: Vec<FourTuple>,
@@ -33,7 +34,7 @@ impl<D> Gate<D> {
     pub fn new(inner: D) -> Self {
         Gate {
             inner,
-            rule: None,
+            rules: Vec::new(),
             held: Vec::new(),
             dropped: Vec::new(),
         }
@@ -49,21 +50,24 @@ impl<D> Gate<D> {
 
     /// Drops new SYNs to `port` from anyone not in `admitted`.
     pub fn arm(&mut self, port: u16, admitted: impl Iterator<Item = SocketAddrV4>) {
-        let rule = self.rule.get_or_insert(Rule {
-            port,
-            admitted: Vec::new(),
-        });
-        rule.port = port;
+        let idx = match self.rules.iter().position(|r| r.port == port) {
+            Some(i) => i,
+            None => {
+                self.rules.push(Rule {
+                    port,
+                    admitted: Vec::new(),
+                });
+                self.rules.len() - 1
+            }
+        };
+        let rule = &mut self.rules[idx];
         rule.admitted.clear();
         rule.admitted.extend(admitted);
     }
 
-    pub fn disarm(&mut self) {
-        self.rule = None;
-    }
-
-    pub fn is_armed(&self) -> bool {
-        self.rule.is_some()
+    /// Lets every SYN to `port` through again.
+    pub fn disarm(&mut self, port: u16) {
+        self.rules.retain(|r| r.port != port);
     }
 
     /// The connections whose SYNs were dropped since the last call.
@@ -88,10 +92,11 @@ impl<D: Device> Device for Gate<D> {
         Self: 'a;
 
     fn receive(&mut self, timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        let Some(rule) = &self.rule else {
+        if self.rules.is_empty() {
             let (rx, tx) = self.inner.receive(timestamp)?;
             return Some((GateRx::Pass(rx), tx));
-        };
+        }
+        let rules = &self.rules;
         let (rx, tx) = self.inner.receive(timestamp)?;
         let held = &mut self.held;
         // The connection of a SYN to drop, if this packet is one.
@@ -99,7 +104,8 @@ impl<D: Device> Device for Gate<D> {
             held.clear();
             held.extend_from_slice(packet);
             let s = Segment::parse(packet)?;
-            let new_syn = s.syn && !s.ack_flag && s.dst.port() == rule.port;
+            let rule = rules.iter().find(|r| r.port == s.dst.port())?;
+            let new_syn = s.syn && !s.ack_flag;
             (new_syn && !rule.admitted.contains(&s.src)).then(|| s.tuple(Direction::In))
         });
         if let Some(tuple) = dropped {

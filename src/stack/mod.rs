@@ -62,6 +62,8 @@ pub enum StackError {
 /// One smoltcp socket and what it carries.
 struct Slot {
     handle: SocketHandle,
+    /// The port it listened on: which accept queue it belongs to.
+    port: u16,
     /// The state as of our last look, to see transitions.
     state: tcp::State,
     conn: Option<Conn>,
@@ -352,7 +354,7 @@ impl<L: Link> Stack<L> {
                 ));
                 sock.set_timeout(Some(limits::DEAD_PEER_TIMEOUT.into()));
                 let id = conn.id;
-                let (waiting, free) = self.queue();
+                let (waiting, free) = self.queue(self.slots[idx].port);
                 self.journal.record(
                     Some(id),
                     now.total_micros(),

@@ -23,7 +23,7 @@ impl<L: Link> Stack<L> {
                 let Some(id) = self.conn_for_syn(tuple, now) else {
                     continue;
                 };
-                let (waiting, free) = self.queue();
+                let (waiting, free) = self.queue(tuple.local.port());
                 if let Some(rec) = self.journal.get_mut(id) {
                     rec.handshake.client_isn = Some(s.seq);
                     rec.handshake.client_window = Some(s.window);
@@ -203,7 +203,7 @@ impl<L: Link> Stack<L> {
             if let Some(attach) = attach {
                 let mut text = format!("our side: {from} -> {to}");
                 if new == tcp::State::SynReceived {
-                    let (waiting, free) = self.queue();
+                    let (waiting, free) = self.queue(tuple.local.port());
                     text += &format!(" (accept queue {waiting}/{})", waiting + free);
                 }
                 self.notes.push(Note {

@@ -10,15 +10,23 @@ use crate::device::Link;
 use crate::journey::{Stage, What};
 
 impl<L: Link> Stack<L> {
-    /// Connections that reached a listener and are not taken yet, and the free listeners.
-    pub(super) fn queue(&self) -> (usize, usize) {
-        let waiting = self
-            .slots
-            .iter()
+    /// On `port`: connections that reached a listener and are not taken yet, and the free
+    /// listeners.
+    pub(super) fn queue(&self, port: u16) -> (usize, usize) {
+        let on_port = self.slots.iter().filter(|s| s.port == port);
+        let waiting = on_port
+            .clone()
             .filter(|s| s.conn.as_ref().is_some_and(|c| c.session.is_none()))
             .count();
-        let free = self.slots.iter().filter(|s| s.conn.is_none()).count();
+        let free = on_port.filter(|s| s.conn.is_none()).count();
         (waiting, free)
+    }
+
+    /// Keeps `backlog` sockets in each listening port's accept queue.
+    pub(super) fn refill(&mut self) {
+        for port in self.cfg.listening_ports() {
+            self.refill_port(port);
+        }
     }
 
     /// Removes sockets that reached CLOSED and ends their connections' records.
@@ -114,8 +122,8 @@ impl<L: Link> Stack<L> {
 
     /// Keeps `backlog` sockets in the accept queue (listening or holding a connection not
     /// yet taken), then arms the gate if none of them is free to take a new SYN.
-    pub(super) fn refill(&mut self) {
-        let (waiting, free) = self.queue();
+    fn refill_port(&mut self, port: u16) {
+        let (waiting, free) = self.queue(port);
         for _ in waiting + free..self.cfg.backlog {
             let handle = self.spare.pop().unwrap_or_else(|| {
                 self.sockets.add(tcp::Socket::new(
@@ -127,29 +135,27 @@ impl<L: Link> Stack<L> {
             if self
                 .sockets
                 .get_mut::<tcp::Socket>(handle)
-                .listen(self.cfg.http_port)
+                .listen(port)
                 .is_err()
             {
-                log::error!("cannot listen on port {}", self.cfg.http_port);
+                log::error!("cannot listen on port {port}");
                 return;
             }
             self.slots.push(Slot {
                 handle,
+                port,
                 state: tcp::State::Listen,
                 conn: None,
             });
         }
-        let (_, free) = self.queue();
+        let (_, free) = self.queue(port);
         if free == 0 {
-            let queued = self
-                .slots
-                .iter()
+            let queued = (self.slots.iter().filter(|s| s.port == port))
                 .filter_map(|s| s.conn.as_ref())
                 .filter(|c| c.session.is_none());
-            self.dev
-                .arm(self.cfg.http_port, queued.map(|c| c.tuple.remote));
-        } else if self.dev.is_armed() {
-            self.dev.disarm();
+            self.dev.arm(port, queued.map(|c| c.tuple.remote));
+        } else {
+            self.dev.disarm(port);
         }
     }
 }
