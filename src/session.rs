@@ -9,9 +9,14 @@ use std::time::Duration;
 
 use smoltcp::time::Instant;
 
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+
 use crate::app::App;
 use crate::http::{Decoded, Limits, Outgoing, RequestDecoder, Response, Version};
 use crate::journey::{ConnId, Journal, Stage, What};
+use crate::tls::TlsSession;
 
 /// How long a client may take to send one request, from its first byte. Past this it
 /// gets 408 and the connection closes: a slowloris client cannot hold a slot forever.
@@ -59,7 +64,29 @@ pub struct Session {
     finished: Option<Finished>,
     /// The Date header value, rebuilt once a second at most.
     date: (i64, String),
+    /// TLS between the TCP bytes and HTTP, on the HTTPS port.
+    tls: Option<Tls>,
 }
+
+/// The TLS part of a session: rustls, plus the plaintext waiting to go into it.
+struct Tls {
+    conn: TlsSession,
+    /// Response plaintext taken from the encoder and not yet taken by rustls.
+    plain: Vec<u8>,
+    plain_sent: usize,
+    /// Request plaintext on its way from rustls to the decoder.
+    scratch: Vec<u8>,
+    started: Instant,
+    established: bool,
+    /// Our close_notify is queued.
+    notified: bool,
+    /// Bytes of TLS records sent, and of plaintext encrypted, since the last response.
+    records_out: u64,
+    plain_out: u64,
+}
+
+/// Plaintext is moved in pieces this big: one TLS record's worth (RFC 8446 §5.1).
+const TLS_PIECE: usize = 16 * 1024;
 
 impl Session {
     pub fn new(id: ConnId, limits: Limits, timeouts: Timeouts, now: Instant) -> Self {
@@ -74,7 +101,40 @@ impl Session {
             timeouts,
             finished: None,
             date: (-1, String::new()),
+            tls: None,
         }
+    }
+
+    /// A session that speaks TLS (the HTTPS port). If rustls cannot even start, the
+    /// session closes at once.
+    pub fn with_tls(
+        id: ConnId,
+        limits: Limits,
+        timeouts: Timeouts,
+        now: Instant,
+        config: Arc<ServerConfig>,
+    ) -> Self {
+        let mut session = Self::new(id, limits, timeouts, now);
+        match TlsSession::new(config) {
+            Ok(conn) => {
+                session.tls = Some(Tls {
+                    conn,
+                    plain: Vec::with_capacity(TLS_PIECE),
+                    plain_sent: 0,
+                    scratch: vec![0; TLS_PIECE],
+                    started: now,
+                    established: false,
+                    notified: false,
+                    records_out: 0,
+                    plain_out: 0,
+                });
+            }
+            Err(e) => {
+                log::warn!("connection #{id}: {e}");
+                session.closing = true;
+            }
+        }
+        session
     }
 
     pub fn id(&self) -> ConnId {
@@ -87,16 +147,75 @@ impl Session {
         if self.closing { 0 } else { self.decoder.room() }
     }
 
-    /// Takes request bytes; returns how many it took.
+    /// Takes request bytes (TLS records on the HTTPS port); returns how many it took.
     pub fn input(&mut self, data: &[u8], now: Instant) -> usize {
         if self.closing {
             return 0;
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            let taken = match tls.conn.receive(data) {
+                Ok(n) => n,
+                Err(e) => {
+                    // rustls has queued the alert; send it, then close (RFC 8446 §6.2).
+                    log::info!("connection #{}: {e}", self.id);
+                    self.closing = true;
+                    tls.notified = true;
+                    return data.len();
+                }
+            };
+            if tls.conn.peer_closed() {
+                self.peer_eof = true;
+            }
+            self.pump_plaintext(now);
+            return taken;
         }
         let n = self.decoder.input(data);
         if n > 0 && self.request_started.is_none() {
             self.request_started = Some(now);
         }
         n
+    }
+
+    /// Moves decrypted request bytes from rustls into the decoder, as far as it has room.
+    fn pump_plaintext(&mut self, now: Instant) {
+        let Some(tls) = self.tls.as_mut() else { return };
+        loop {
+            let room = self.decoder.room().min(tls.scratch.len());
+            if room == 0 {
+                return;
+            }
+            let n = tls.conn.read_plaintext(&mut tls.scratch[..room]);
+            if n == 0 {
+                return;
+            }
+            self.decoder.input(&tls.scratch[..n]);
+            if self.request_started.is_none() {
+                self.request_started = Some(now);
+            }
+        }
+    }
+
+    /// TLS journey events: the handshake's outcome once, when it completes.
+    fn record_tls(&mut self, now: Instant, journal: &mut Journal) {
+        let Some(tls) = self.tls.as_mut() else { return };
+        if tls.established {
+            return;
+        }
+        if let Some(n) = tls.conn.negotiated() {
+            tls.established = true;
+            journal.record(
+                Some(self.id),
+                now.total_micros(),
+                Stage::Decrypt,
+                What::TlsEstablished {
+                    version: n.version,
+                    cipher: n.cipher,
+                    sni: n.sni,
+                    alpn: n.alpn,
+                    handshake_us: (now - tls.started).total_micros(),
+                },
+            );
+        }
     }
 
     /// The peer sent FIN: what is buffered is all there will be.
@@ -106,6 +225,21 @@ impl Session {
 
     /// Decodes and answers requests for as long as no response is in flight.
     pub fn process(&mut self, now: Instant, app: &App, journal: &mut Journal) {
+        self.pump_plaintext(now);
+        self.record_tls(now, journal);
+        self.serve_requests(now, app, journal);
+        // The last response is handed over: our close_notify goes before our FIN.
+        if self.closing
+            && self.current.is_none()
+            && let Some(tls) = self.tls.as_mut()
+            && !tls.notified
+        {
+            tls.notified = true;
+            tls.conn.close();
+        }
+    }
+
+    fn serve_requests(&mut self, now: Instant, app: &App, journal: &mut Journal) {
         while self.current.is_none() && !self.closing {
             match self.decoder.decode() {
                 Decoded::NeedMore => {
@@ -234,15 +368,69 @@ impl Session {
 
     pub fn has_output(&self) -> bool {
         self.current.is_some()
+            || self
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.plain_sent < t.plain.len() || t.conn.wants_transmit())
     }
 
     /// Fills `buf` with response bytes. An error means a streamed body failed after its
     /// head was sent: the only honest thing left is to abort the connection.
     pub fn output(&mut self, buf: &mut [u8], now: Instant) -> io::Result<usize> {
+        if self.tls.is_some() {
+            return self.output_tls(buf, now);
+        }
         let Some(out) = self.current.as_mut() else {
             return Ok(0);
         };
         let n = out.fill(buf)?;
+        self.after_fill(now);
+        Ok(n)
+    }
+
+    /// On the HTTPS port: records out of rustls, fed with the encoder's plaintext.
+    fn output_tls(&mut self, buf: &mut [u8], now: Instant) -> io::Result<usize> {
+        let mut n = 0;
+        loop {
+            let tls = self.tls.as_mut().expect("output_tls is called with TLS");
+            let sent = tls.conn.transmit(&mut buf[n..]);
+            tls.records_out += sent as u64;
+            n += sent;
+            if n == buf.len() {
+                return Ok(n);
+            }
+            if tls.plain_sent < tls.plain.len() {
+                let took = tls.conn.send_plaintext(&tls.plain[tls.plain_sent..]);
+                tls.plain_sent += took;
+                tls.plain_out += took as u64;
+                if took == 0 && !tls.conn.wants_transmit() {
+                    return Ok(n);
+                }
+                continue;
+            }
+            let Some(out) = self.current.as_mut() else {
+                // The final response is all in rustls: close_notify goes after it, before
+                // our FIN (RFC 8446 §6.1).
+                if self.closing && !tls.notified {
+                    tls.notified = true;
+                    tls.conn.close();
+                    continue;
+                }
+                return Ok(n);
+            };
+            tls.plain.resize(TLS_PIECE, 0);
+            let filled = out.fill(&mut tls.plain)?;
+            tls.plain.truncate(filled);
+            tls.plain_sent = 0;
+            self.after_fill(now);
+        }
+    }
+
+    /// Bookkeeping once the encoder has handed out more of the response.
+    fn after_fill(&mut self, now: Instant) {
+        let Some(out) = self.current.as_ref() else {
+            return;
+        };
         if out.is_done() {
             if out.status != 100 {
                 self.finished = Some(Finished {
@@ -253,7 +441,6 @@ impl Session {
             }
             self.current = None;
         }
-        Ok(n)
     }
 
     /// The response that completed in the last [`output`](Self::output), once.
@@ -263,7 +450,17 @@ impl Session {
 
     /// Everything is sent and nothing more will be read: time for our FIN.
     pub fn wants_close(&self) -> bool {
-        self.closing && self.current.is_none()
+        self.closing && !self.has_output()
+    }
+
+    /// TLS bytes of records sent and of plaintext encrypted since the last call, if this
+    /// session speaks TLS (for the journey's encrypt stage).
+    pub fn take_encrypted(&mut self) -> Option<(u64, u64)> {
+        let tls = self.tls.as_mut()?;
+        let counts = (tls.plain_out, tls.records_out);
+        tls.plain_out = 0;
+        tls.records_out = 0;
+        Some(counts)
     }
 
     /// When [`poll_timeout`](Self::poll_timeout) has something to do.
@@ -423,5 +620,87 @@ mod tests {
         assert!(out.starts_with("HTTP/1.1 200"));
         assert!(out.contains("Connection: close"));
         assert!(s.wants_close());
+    }
+
+    #[test]
+    fn https_session_answers_inside_tls_and_says_close_notify() {
+        use std::io::{Read, Write};
+        let id = crate::tls::generate(
+            &["synack.test".into()],
+            std::net::Ipv4Addr::new(10, 77, 0, 2),
+        )
+        .unwrap();
+        let config = crate::tls::server_config(&id, None).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(id.chain[0].clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client_config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("synack.test").unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(client_config), name).unwrap();
+        let (_, mut journal) = setup();
+        let conn = journal.open(
+            "10.77.0.2:443".parse().unwrap(),
+            "10.77.0.1:5001".parse().unwrap(),
+            0,
+        );
+        let now = Instant::from_secs(100);
+        let mut s = Session::with_tls(conn, Limits::default(), Timeouts::default(), now, config);
+        let app = App::default();
+        client
+            .writer()
+            .write_all(b"GET /echo HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut wire = vec![0u8; 64 * 1024];
+        let mut answer = Vec::new();
+        for _ in 0..20 {
+            while client.wants_write() {
+                let mut records = Vec::new();
+                client.write_tls(&mut records).unwrap();
+                assert_eq!(s.input(&records, now), records.len());
+            }
+            s.process(now, &app, &mut journal);
+            while s.has_output() {
+                let n = s.output(&mut wire, now).unwrap();
+                if n == 0 {
+                    break;
+                }
+                let mut slice = &wire[..n];
+                while !slice.is_empty() {
+                    client.read_tls(&mut slice).unwrap();
+                    client.process_new_packets().unwrap();
+                }
+            }
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = client.reader().read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                answer.extend_from_slice(&buf[..n]);
+            }
+            if s.wants_close() {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+        assert!(text.contains("\"path\": \"/echo\""));
+        assert!(s.wants_close(), "Connection: close, after close_notify");
+        assert!(
+            client.reader().read(&mut [0u8; 8]).is_ok_and(|n| n == 0),
+            "the client saw close_notify"
+        );
+        let events = &journal.get(conn).unwrap().events;
+        assert!(events.iter().any(
+            |e| matches!(&e.what, What::TlsEstablished { sni: Some(n), .. } if n == "synack.test")
+        ));
+        let (plain, records) = s.take_encrypted().unwrap();
+        assert!(
+            plain > 0 && records > plain,
+            "records carry overhead: {plain} -> {records}"
+        );
     }
 }

@@ -130,6 +130,19 @@ pub enum What {
         rx_capacity: usize,
         window: usize,
     },
+    /// The TLS handshake completed (the decrypt stage's setup).
+    TlsEstablished {
+        version: String,
+        cipher: String,
+        sni: Option<String>,
+        alpn: Option<String>,
+        handshake_us: u64,
+    },
+    /// A response's plaintext was sealed into TLS records.
+    Encrypted {
+        plaintext_bytes: u64,
+        record_bytes: u64,
+    },
     /// A request line and headers were parsed.
     Parsed {
         method: String,

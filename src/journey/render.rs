@@ -70,6 +70,24 @@ fn sender(dir: Direction) -> &'static str {
 /// One event in words.
 pub fn describe(what: &What) -> String {
     match what {
+        What::TlsEstablished {
+            version,
+            cipher,
+            sni,
+            alpn,
+            handshake_us,
+        } => format!(
+            "TLS handshake done in {:.3} ms: {version}, {cipher}, SNI {}, ALPN {}",
+            *handshake_us as f64 / 1000.0,
+            sni.as_deref().unwrap_or("(none)"),
+            alpn.as_deref().unwrap_or("(none)")
+        ),
+        What::Encrypted {
+            plaintext_bytes,
+            record_bytes,
+        } => {
+            format!("{plaintext_bytes} B of plaintext sealed into {record_bytes} B of TLS records")
+        }
         What::Resolved {
             from,
             id,
