@@ -144,6 +144,24 @@ pub struct ServeArgs {
     /// Seed for initial sequence numbers (default: random). The same seed gives the same ISNs.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// TCP port of the HTTPS server (TLS 1.3 and 1.2, rustls).
+    #[arg(long, default_value_t = 443, value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "no_https")]
+    pub https_port: u16,
+    /// No HTTPS server.
+    #[arg(long)]
+    pub no_https: bool,
+    /// PEM certificate (chain) for HTTPS. Without --cert/--key a self-signed one is made for every --name and --addr.
+    #[arg(long, requires = "key", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key for --cert.
+    #[arg(long, requires = "cert", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Where to write the generated certificate, for clients' --cacert. Default: beside the capture.
+    #[arg(long, value_name = "FILE", conflicts_with = "cert")]
+    pub cert_out: Option<PathBuf>,
+    /// Also write the TLS session secrets to FILE (SSLKEYLOGFILE format). Captures carry them anyway.
+    #[arg(long, value_name = "FILE")]
+    pub keylog: Option<PathBuf>,
     /// UDP port of the DNS responder, which answers --name queries with the stack's address.
     #[arg(long, default_value_t = 53, value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "no_dns")]
     pub dns_port: u16,

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, LineWriter, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use crate::http::Limits;
 use crate::journey::Journal;
 use crate::session::Timeouts;
 use crate::stack::{Config, Stack};
+use crate::tls;
 
 /// A seed for initial sequence numbers that differs on every run (RFC 9293 §3.4.1 wants
 /// ISNs hard to guess; smoltcp derives them from this seed).
@@ -94,6 +96,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             )
         })?)
     };
+    // The generated certificate goes beside the capture by default.
+    let capture_dir = sink.as_ref().map(|s| match s.path().parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    });
 
     let out: Box<dyn Write + Send> = match &args.journey_file {
         Some(path) => {
@@ -111,12 +118,59 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .context("cannot install signal handlers")?;
     }
 
+    // HTTPS: the identity (given, or made and written out), and a key log when something
+    // records the secrets (the capture's Decryption Secrets Block, --keylog).
+    let (tls, keylog) = if args.no_https {
+        (None, None)
+    } else {
+        let identity = match (&args.cert, &args.key) {
+            (Some(cert), Some(key)) => tls::load(cert, key)?,
+            _ => {
+                let identity = tls::generate(&args.names, args.addr.addr)?;
+                let out = args.cert_out.clone().unwrap_or_else(|| {
+                    let dir = capture_dir
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from("captures"));
+                    dir.join("synack-cert.pem")
+                });
+                if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                }
+                std::fs::write(&out, &identity.cert_pem).with_context(|| {
+                    format!(
+                        "cannot write the certificate to {} (--cert-out)",
+                        out.display()
+                    )
+                })?;
+                eprintln!(
+                    "synack: self-signed certificate for {} and {} written to {} (curl --cacert {} https://{}/)",
+                    args.names.join(", "),
+                    args.addr.addr,
+                    out.display(),
+                    out.display(),
+                    args.names
+                        .first()
+                        .map_or_else(|| args.addr.addr.to_string(), Clone::clone)
+                );
+                identity
+            }
+        };
+        let keylog = (!args.no_capture || args.keylog.is_some())
+            .then(|| Arc::new(tls::KeyLogLines::default()));
+        let config = tls::server_config(&identity, keylog.clone())
+            .map_err(|e| anyhow::anyhow!("cannot set up TLS: {e}"))?;
+        (Some(config), keylog)
+    };
+
     let cfg = Config {
         addr: args.addr.addr,
         prefix: args.addr.prefix,
         gateway,
         http_port: args.http_port,
-        https_port: None,
+        https_port: (!args.no_https).then_some(args.https_port),
+        tls,
+        keylog,
         backlog: args.backlog,
         max_conns: args.max_conns,
         max_time_wait: args.max_time_wait,
@@ -137,7 +191,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mtu = tun.mtu();
     let name = tun.name().to_owned();
     let capture_path = sink.as_ref().map(|s| s.path().to_owned());
-    let mut stack = Stack::new(cfg, Tap::new(tun, sink), app, journal)?;
+    let mut tap = Tap::new(tun, sink);
+    if let Some(path) = &args.keylog {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path);
+        tap.set_keylog_file(
+            file.with_context(|| format!("cannot open --keylog file {}", path.display()))?,
+        );
+    }
+    let mut stack = Stack::new(cfg, tap, app, journal)?;
 
     eprintln!(
         "synack: serving http://{}:{}/ on {name} (MTU {mtu}, MSS {}), gateway {gateway}",
@@ -145,6 +209,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.http_port,
         mtu.saturating_sub(40)
     );
+    if !args.no_https {
+        eprintln!(
+            "synack: serving https://{}:{}/ (TLS 1.3 and 1.2)",
+            args.addr.addr, args.https_port
+        );
+    }
     if !args.no_dns {
         eprintln!(
             "synack: answering DNS on udp/{} at {} for {}",

@@ -203,6 +203,9 @@ impl Session {
         }
         if let Some(n) = tls.conn.negotiated() {
             tls.established = true;
+            // From here on the counts are application data only.
+            tls.records_out = 0;
+            tls.plain_out = 0;
             journal.record(
                 Some(self.id),
                 now.total_micros(),

@@ -34,6 +34,9 @@ const CHUNKS: usize = 8;
 
 /// pcapng block and option codes (draft-ietf-opsawg-pcapng §4.3, §3.5).
 const ENHANCED_PACKET_BLOCK: u32 = 6;
+const DECRYPTION_SECRETS_BLOCK: u32 = 0x0000_000A;
+/// Secrets type "TLSK": the NSS key log format (pcapng §4.7).
+const SECRETS_TLS_KEY_LOG: u32 = 0x544C_534B;
 const OPT_COMMENT: u16 = 1;
 const EPB_FLAGS: u16 = 2;
 /// `epb_flags` bits 0-1 are the direction (§4.3.1).
@@ -295,6 +298,29 @@ impl PcapngSink {
         out.extend_from_slice(&[0; 4]); // opt_endofopt
         out.extend_from_slice(&block_len.to_le_bytes());
         self.packets += 1;
+        if out.len() >= CHUNK {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+
+    /// Writes a Decryption Secrets Block (pcapng §4.7) holding TLS key log lines, so that
+    /// Wireshark decrypts the TLS that follows with no other file.
+    pub fn write_secrets(&mut self, key_log: &str) -> io::Result<()> {
+        let data = key_log.as_bytes();
+        let block_len = (12 + 8 + data.len().next_multiple_of(4)) as u32;
+        let out = self.writer.get_mut();
+        for word in [
+            DECRYPTION_SECRETS_BLOCK,
+            block_len,
+            SECRETS_TLS_KEY_LOG,
+            data.len() as u32,
+        ] {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+        out.extend_from_slice(data);
+        pad4(out);
+        out.extend_from_slice(&block_len.to_le_bytes());
         if out.len() >= CHUNK {
             self.hand_over()?;
         }

@@ -69,6 +69,7 @@ struct TapState {
     /// UDP datagrams to or from this port are DNS and get a comment saying what they ask
     /// or answer.
     dns_port: Option<u16>,
+    keylog: Option<std::fs::File>,
 }
 
 /// The comment a packet earns on its own: a TCP segment's role, or a DNS message.
@@ -216,6 +217,7 @@ impl<D> Tap<D> {
                 synced_chunks: 0,
                 last_inbound: None,
                 dns_port: None,
+                keylog: None,
             }),
         }
     }
@@ -226,6 +228,30 @@ impl<D> Tap<D> {
 
     pub fn inner_mut(&mut self) -> &mut D {
         &mut self.inner
+    }
+
+    /// Also write TLS secrets to this file, in the SSLKEYLOGFILE format (`--keylog`).
+    pub fn set_keylog_file(&mut self, file: std::fs::File) {
+        self.state.get_mut().keylog = Some(file);
+    }
+
+    /// Records TLS key log lines: into the capture (a Decryption Secrets Block, after the
+    /// packets written so far and before the ones to come) and the `--keylog` file.
+    pub fn write_secrets(&mut self, lines: &[String]) {
+        let state = self.state.get_mut();
+        let mut text = lines.join("\n");
+        text.push('\n');
+        if let Some(file) = state.keylog.as_mut()
+            && let Err(e) = std::io::Write::write_all(file, text.as_bytes())
+        {
+            log::warn!("--keylog: cannot write: {e}");
+        }
+        state.write_pending(&mut []);
+        if let Some(sink) = state.sink.as_mut()
+            && let Err(e) = sink.write_secrets(&text)
+        {
+            state.fail(e);
+        }
     }
 
     /// Which UDP port carries DNS, for comments on DNS packets.

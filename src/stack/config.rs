@@ -47,6 +47,10 @@ pub struct Config {
     pub http_port: u16,
     /// The HTTPS listener's port, if HTTPS is served.
     pub https_port: Option<u16>,
+    /// TLS for the HTTPS port.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// Where rustls logs the session secrets (for the capture and `--keylog`).
+    pub keylog: Option<std::sync::Arc<crate::tls::KeyLogLines>>,
     pub backlog: usize,
     pub max_conns: usize,
     pub max_time_wait: usize,
@@ -77,6 +81,8 @@ impl Default for Config {
             gateway: Ipv4Addr::new(10, 77, 0, 1),
             http_port: 80,
             https_port: None,
+            tls: None,
+            keylog: None,
             backlog: limits::DEFAULT_BACKLOG,
             max_conns: limits::DEFAULT_MAX_CONNS,
             max_time_wait: limits::DEFAULT_MAX_TIME_WAIT,

@@ -80,6 +80,13 @@ pub(super) fn drive(
             rec.bytes_out += n as u64;
         }
         if let Some(done) = session.take_finished() {
+            if let Some((plaintext_bytes, record_bytes)) = session.take_encrypted() {
+                let what = What::Encrypted {
+                    plaintext_bytes,
+                    record_bytes,
+                };
+                journal.record(Some(id), t, Stage::Encrypt, what);
+            }
             journal.record(
                 Some(id),
                 t,

@@ -243,6 +243,14 @@ impl<L: Link> Stack<L> {
                 &mut self.counters,
             );
         }
+        // Secrets rustls logged while serving go into the capture before the records
+        // they decrypt are sent.
+        if let Some(keylog) = &self.cfg.keylog {
+            let lines = keylog.take();
+            if !lines.is_empty() {
+                self.dev.inner_mut().write_secrets(&lines);
+            }
+        }
         // Transitions seen now were caused by the application (close): they show on the
         // FIN or RST that tells the peer.
         self.scan_states(now, Some(Attach::NextFinOrRst));
@@ -331,7 +339,7 @@ impl<L: Link> Stack<L> {
             ) {
                 continue;
             }
-            let handle = self.slots[idx].handle;
+            let (handle, port) = (self.slots[idx].handle, self.slots[idx].port);
             let sock = self.sockets.get_mut::<tcp::Socket>(handle);
             let Some(conn) = self.slots[idx].conn.as_mut() else {
                 continue;
@@ -346,12 +354,19 @@ impl<L: Link> Stack<L> {
                     continue;
                 }
                 active += 1;
-                conn.session = Some(Session::new(
-                    conn.id,
-                    self.cfg.limits,
-                    self.cfg.timeouts,
-                    now,
-                ));
+                let (limits, timeouts) = (self.cfg.limits, self.cfg.timeouts);
+                let tls = self
+                    .cfg
+                    .tls
+                    .as_ref()
+                    .filter(|_| self.cfg.https_port == Some(port));
+                let session = match tls {
+                    Some(config) => {
+                        Session::with_tls(conn.id, limits, timeouts, now, config.clone())
+                    }
+                    None => Session::new(conn.id, limits, timeouts, now),
+                };
+                conn.session = Some(session);
                 sock.set_timeout(Some(limits::DEAD_PEER_TIMEOUT.into()));
                 let id = conn.id;
                 let (waiting, free) = self.queue(self.slots[idx].port);
