@@ -83,6 +83,9 @@ struct Tls {
     /// Bytes of TLS records sent, and of plaintext encrypted, since the last response.
     records_out: u64,
     plain_out: u64,
+    /// Bytes of TLS records taken, and of plaintext they opened, since the last event.
+    records_in: u64,
+    plain_in: u64,
 }
 
 /// Plaintext is moved in pieces this big: one TLS record's worth (RFC 8446 §5.1).
@@ -127,6 +130,8 @@ impl Session {
                     notified: false,
                     records_out: 0,
                     plain_out: 0,
+                    records_in: 0,
+                    plain_in: 0,
                 });
             }
             Err(e) => {
@@ -163,6 +168,7 @@ impl Session {
                     return data.len();
                 }
             };
+            tls.records_in += taken as u64;
             if tls.conn.peer_closed() {
                 self.peer_eof = true;
             }
@@ -189,16 +195,27 @@ impl Session {
                 return;
             }
             self.decoder.input(&tls.scratch[..n]);
+            tls.plain_in += n as u64;
             if self.request_started.is_none() {
                 self.request_started = Some(now);
             }
         }
     }
 
-    /// TLS journey events: the handshake's outcome once, when it completes.
+    /// TLS journey events: the handshake's outcome once, when it completes, then what each
+    /// batch of records opened into.
     fn record_tls(&mut self, now: Instant, journal: &mut Journal) {
         let Some(tls) = self.tls.as_mut() else { return };
         if tls.established {
+            if tls.plain_in > 0 {
+                let what = What::Decrypted {
+                    record_bytes: tls.records_in,
+                    plaintext_bytes: tls.plain_in,
+                };
+                journal.record(Some(self.id), now.total_micros(), Stage::Decrypt, what);
+                tls.records_in = 0;
+                tls.plain_in = 0;
+            }
             return;
         }
         if let Some(n) = tls.conn.negotiated() {

@@ -138,6 +138,11 @@ pub enum What {
         alpn: Option<String>,
         handshake_us: u64,
     },
+    /// TLS records were opened into request plaintext.
+    Decrypted {
+        record_bytes: u64,
+        plaintext_bytes: u64,
+    },
     /// A response's plaintext was sealed into TLS records.
     Encrypted {
         plaintext_bytes: u64,

@@ -82,6 +82,12 @@ pub fn describe(what: &What) -> String {
             sni.as_deref().unwrap_or("(none)"),
             alpn.as_deref().unwrap_or("(none)")
         ),
+        What::Decrypted {
+            record_bytes,
+            plaintext_bytes,
+        } => {
+            format!("{record_bytes} B of TLS records opened into {plaintext_bytes} B of plaintext")
+        }
         What::Encrypted {
             plaintext_bytes,
             record_bytes,
