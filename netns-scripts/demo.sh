@@ -12,6 +12,7 @@ Builds synack (release), creates namespace NAMESPACE (default synack-demo) with 
 (kernel side 10.77.0.1/24), runs 'synack serve' at 10.77.0.2 with a capture, points the
 namespace's resolver at synack's DNS responder, and from the namespace runs curl:
 GET http://synack.test/ (by name), two requests on one kept-alive connection, POST /json,
+GET https://synack.test/ (verified with --cacert against the certificate synack made),
 GET /bytes/1000000. Then stops the server with SIGTERM, prints each connection's
 journey and, if tshark is installed, one line per captured packet. The capture stays
 in CAPTURE (default captures/demo-<time>.pcapng). Everything else is removed on exit,
@@ -95,6 +96,10 @@ PY
 step "POST /json"
 in_ns curl -sS -H 'Content-Type: application/json' -d '{"hello": "world", "numbers": [1, 2, 3]}' "$url/json"
 
+step "HTTPS: GET https://synack.test/ verified against synack's own certificate (not -k)"
+in_ns curl -sS -v --cacert "$(dirname "$capture")/synack-cert.pem" -o /dev/null "https://synack.test/" 2>&1 |
+  grep -E 'SSL connection|ALPN: server|subject:|SSL certificate verify|< HTTP' || true
+
 step "GET /bytes/1000000"
 in_ns curl -sS -o /dev/null -w '  %{size_download} bytes in %{time_total} s (%{speed_download} bytes/s)\n' "$url/bytes/1000000"
 
@@ -135,5 +140,7 @@ fi
 
 step "done"
 echo "capture: $capture"
-echo "open it in Wireshark: the handshake and teardown packets carry comments (add a"
+echo "open it in Wireshark: the DNS, handshake and teardown packets carry comments (add a"
 echo "frame.comment column, or see 'Packet comments' in the details); try Statistics > Flow Graph."
+echo "The HTTPS request shows decrypted (display filter: http): the capture carries its own"
+echo "TLS keys, so treat it as secret if the traffic was."

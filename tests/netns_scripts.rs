@@ -96,6 +96,8 @@ fn demo_runs_the_whole_journey_and_cleans_up() {
         "connection #4",
         "socket closed and reclaimed",
         "/journey says: connection #2",
+        "SSL connection using TLSv1.3",
+        "SSL certificate verify ok",
         "server  resolve  DNS query",
         "A synack.test -> 10.77.0.2 (NOERROR)",
     ] {
@@ -119,8 +121,8 @@ fn demo_runs_the_whole_journey_and_cleans_up() {
     let ports = client_ports(&pkts);
     assert_eq!(
         ports.len(),
-        4,
-        "GET /, the kept-alive pair, POST /json, /bytes"
+        5,
+        "GET /, the kept-alive pair, POST /json, HTTPS, /bytes"
     );
     for port in ports {
         check_connection(&pkts, port);

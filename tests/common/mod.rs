@@ -306,9 +306,9 @@ pub struct Tcp {
 }
 
 impl Tcp {
-    /// The client's port: the one that is not 80.
+    /// The client's port: the one that is not a server port (HTTP 80, HTTPS 443).
     pub fn client_port(&self) -> u16 {
-        if self.src.port() == 80 {
+        if matches!(self.src.port(), 80 | 443) {
             self.dst.port()
         } else {
             self.src.port()
