@@ -7,13 +7,7 @@ use common::*;
 fn dig(ns: &Netns, args: &[&str]) -> String {
     let mut all = vec!["dig", "+time=3", "+tries=1", "@10.77.0.2"];
     all.extend_from_slice(args);
-    let out = ns.run(&all);
-    assert!(
-        out.status.success(),
-        "dig failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stdout_of(&ns.run(&all))
 }
 
 #[test]

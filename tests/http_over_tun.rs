@@ -6,21 +6,12 @@ use std::io::{Read, Write};
 
 use common::*;
 
-fn text(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn get_keep_alive_and_json() {
     let Some(ns) = Netns::new("get") else { return };
     let mut server = Server::start(&ns, &[]);
 
-    let page = text(&ns.curl(&["http://10.77.0.2/"]));
+    let page = stdout_of(&ns.curl(&["http://10.77.0.2/"]));
     assert!(page.contains("<title>synack"), "{page}");
 
     // Three requests in one curl run reuse one connection.
@@ -30,7 +21,7 @@ fn get_keep_alive_and_json() {
         "http://10.77.0.2/echo?x=1",
         "http://10.77.0.2/journey",
     ]);
-    let body = text(&out);
+    let body = stdout_of(&out);
     let verbose = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         verbose.matches("Re-using existing connection").count(),
@@ -39,7 +30,7 @@ fn get_keep_alive_and_json() {
     );
     assert!(body.contains("\"target\": \"/echo?x=1\""), "{body}");
 
-    let good = text(&ns.curl(&[
+    let good = stdout_of(&ns.curl(&[
         "-H",
         "Content-Type: application/json",
         "-d",
@@ -57,7 +48,7 @@ fn get_keep_alive_and_json() {
         "{\"a\": [1,",
         "http://10.77.0.2/json",
     ]);
-    let bad = text(&bad);
+    let bad = stdout_of(&bad);
     assert!(bad.ends_with("\n400"), "{bad}");
     let v: serde_json::Value = serde_json::from_str(bad.trim_end_matches("400").trim()).unwrap();
     assert_eq!(
@@ -82,7 +73,7 @@ fn get_keep_alive_and_json() {
         verbose.contains("Expect: 100-continue") && verbose.contains("< HTTP/1.1 100 Continue"),
         "{verbose}"
     );
-    let v: serde_json::Value = serde_json::from_str(&text(&out)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
     assert_eq!(v["elements"], 1501);
     let chunked = ns.curl(&[
         "-H",
@@ -91,19 +82,19 @@ fn get_keep_alive_and_json() {
         r#"{"chunked":true}"#,
         "http://10.77.0.2/json",
     ]);
-    let v: serde_json::Value = serde_json::from_str(&text(&chunked)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&stdout_of(&chunked)).unwrap();
     assert_eq!(v["keys"], serde_json::json!(["chunked"]));
     let old = ns.curl(&["-v", "--http1.0", "http://10.77.0.2/echo"]);
-    assert!(text(&old).contains("\"version\": \"HTTP/1.0\""));
+    assert!(stdout_of(&old).contains("\"version\": \"HTTP/1.0\""));
     let verbose = String::from_utf8_lossy(&old.stderr);
     assert!(
         verbose.contains("< HTTP/1.0 200 OK") && verbose.contains("Closing connection"),
         "{verbose}"
     );
 
-    let head = text(&ns.curl(&["-I", "http://10.77.0.2/bytes/12345"]));
+    let head = stdout_of(&ns.curl(&["-I", "http://10.77.0.2/bytes/12345"]));
     assert!(head.contains("Content-Length: 12345"), "{head}");
-    let status = text(&ns.curl(&[
+    let status = stdout_of(&ns.curl(&[
         "-o",
         "/dev/null",
         "-w",
@@ -113,10 +104,10 @@ fn get_keep_alive_and_json() {
         "http://10.77.0.2/echo",
     ]));
     assert_eq!(status, "405");
-    let allow = text(&ns.curl(&["-i", "-X", "DELETE", "http://10.77.0.2/"]));
+    let allow = stdout_of(&ns.curl(&["-i", "-X", "DELETE", "http://10.77.0.2/"]));
     assert!(allow.contains("Allow: GET, HEAD"), "{allow}");
     assert_eq!(
-        text(&ns.curl(&[
+        stdout_of(&ns.curl(&[
             "-o",
             "/dev/null",
             "-w",
@@ -207,7 +198,7 @@ fn bytes_are_exact_over_ten_megabytes() {
         "%{size_download}",
         "http://10.77.0.2/bytes/10000000",
     ]);
-    assert_eq!(text(&out), "10000000");
+    assert_eq!(stdout_of(&out), "10000000");
     let body = std::fs::read(&file).unwrap();
     assert_eq!(body.len(), 10_000_000);
     let first_bad = body
@@ -254,7 +245,7 @@ fn malformed_request_gets_400_and_the_next_client_is_served() {
     });
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert_eq!(
-        text(&ns.curl(&["-o", "/dev/null", "-w", "%{http_code}", "http://10.77.0.2/"])),
+        stdout_of(&ns.curl(&["-o", "/dev/null", "-w", "%{http_code}", "http://10.77.0.2/"])),
         "200"
     );
     assert!(server.stop().success());
@@ -277,7 +268,7 @@ fn paths_cannot_escape_the_root() {
     std::os::unix::fs::symlink(ns.dir.join("secret.txt"), root.join("link.txt")).unwrap();
     let _server = Server::start(&ns, &["--root", root.to_str().unwrap()]);
     let ok = ns.curl(&["-i", "http://10.77.0.2/sub/page.html"]);
-    let ok = text(&ok);
+    let ok = stdout_of(&ok);
     assert!(
         ok.contains("200 OK") && ok.contains("text/html") && ok.contains("inside"),
         "{ok}"
@@ -292,7 +283,7 @@ fn paths_cannot_escape_the_root() {
     ] {
         let url = format!("http://10.77.0.2{path}");
         let out = ns.curl(&["--path-as-is", "-w", "\n%{http_code}", &url]);
-        let body = text(&out);
+        let body = stdout_of(&out);
         assert!(body.ends_with("404"), "{path}: {body}");
         assert!(!body.contains("outside"), "{path} leaked the file");
     }

@@ -6,15 +6,6 @@ use std::io::Write;
 
 use common::*;
 
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn curl_and_openssl_over_tls_and_the_capture_decrypts_itself() {
     let Some(ns) = Netns::new("https") else {
@@ -31,7 +22,7 @@ fn curl_and_openssl_over_tls_and_the_capture_decrypts_itself() {
     let ca = cert.to_str().unwrap();
 
     // Verified, by address and by name (resolved by synack's own DNS), keep-alive.
-    let body = ok(&ns.curl(&["--cacert", ca, "https://10.77.0.2/echo"]));
+    let body = stdout_of(&ns.curl(&["--cacert", ca, "https://10.77.0.2/echo"]));
     assert!(body.contains("\"path\": \"/echo\""), "{body}");
     let resolv = format!("/etc/netns/{}/resolv.conf", ns.name);
     std::fs::create_dir_all(format!("/etc/netns/{}", ns.name)).unwrap();
@@ -44,7 +35,7 @@ fn curl_and_openssl_over_tls_and_the_capture_decrypts_itself() {
         "https://synack.test/journey",
     ]);
     let verbose = String::from_utf8_lossy(&out.stderr);
-    ok(&out);
+    stdout_of(&out);
     assert!(
         verbose.contains("SSL connection using TLSv1.3"),
         "{verbose}"
@@ -90,7 +81,7 @@ fn curl_and_openssl_over_tls_and_the_capture_decrypts_itself() {
         ca,
         "https://10.77.0.2/",
     ]);
-    ok(&out);
+    stdout_of(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("SSL connection using TLSv1.2"));
     let mut openssl = std::process::Command::new("ip")
         .args([
@@ -178,7 +169,7 @@ fn curl_and_openssl_over_tls_and_the_capture_decrypts_itself() {
             .all(|(i, &b)| b == expected_byte(i as u64)),
         "byte-exact over TLS"
     );
-    assert!(ok(&ns.curl(&["--cacert", ca, "https://10.77.0.2/bytes/3"])).ends_with("012"));
+    assert!(stdout_of(&ns.curl(&["--cacert", ca, "https://10.77.0.2/bytes/3"])).ends_with("012"));
     assert!(server.stop().success());
 
     // The capture carries the secrets: tshark shows the HTTP inside TLS with no key file.

@@ -257,6 +257,16 @@ impl Drop for Server {
     }
 }
 
+/// A command's stdout, after checking it succeeded (its stderr is the failure message).
+pub fn stdout_of(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A TCP connection from the kernel's stack in the namespace to synack, on its own thread.
 pub fn kernel_tcp<R: Send + 'static>(
     ns: &Netns,
