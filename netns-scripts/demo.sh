@@ -104,6 +104,9 @@ step "GET /bytes/1000000"
 in_ns curl -sS -o /dev/null -w '  %{size_download} bytes in %{time_total} s (%{speed_download} bytes/s)\n' "$url/bytes/1000000"
 
 step "stop the server (SIGTERM): the capture is flushed and complete"
+# curl leaves once it has sent its FIN; the kernel acknowledges our FIN a moment later.
+# Wait (at most 2 s) until no kernel socket is still closing, so that ACK is captured.
+wait_for 2 bash -c "[ -z \"\$(ip netns exec '$ns' ss -Htan state fin-wait-1 state fin-wait-2 state closing state last-ack)\" ]" || true
 kill -TERM "$server_pid"
 wait "$server_pid" || true
 server_pid=""

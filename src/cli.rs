@@ -24,6 +24,10 @@ pub struct Cli {
 pub enum Command {
     /// Serve HTTP/1.1 from a smoltcp stack on a TUN device, capturing every packet.
     Serve(ServeArgs),
+    /// Fetch a URL with the userspace stack as the client, on a TUN device.
+    Fetch(FetchArgs),
+    /// The whole journey with no root at all: a client stack and a server stack in one process, on a virtual clock.
+    Demo(DemoArgs),
 }
 
 /// An IPv4 address with a prefix length, like 10.77.0.2/24.
@@ -85,8 +89,9 @@ fn parse_buf(s: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+/// Where the stack sits: the TUN device and its addresses (`serve` and `fetch`).
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub struct LinkArgs {
     /// TUN device to attach to (created, brought up and given the gateway address if it does not exist).
     #[arg(long, default_value = "tun0")]
     pub tun: String,
@@ -99,24 +104,11 @@ pub struct ServeArgs {
     /// Set the device's MTU (both ends of the TUN); the MSS we advertise follows (MTU - 40). Default: the device's.
     #[arg(long, value_parser = clap::value_parser!(u32).range(576..=65535))]
     pub mtu: Option<u32>,
-    /// TCP port of the HTTP server.
-    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u16).range(1..))]
-    pub http_port: u16,
-    /// Accept queue: sockets listening or holding connections not yet taken. When none is free, new SYNs are dropped.
-    #[arg(long, default_value_t = limits::DEFAULT_BACKLOG, value_parser = backlog_range)]
-    pub backlog: usize,
-    /// Most connections in the table at once (TIME-WAIT not counted); beyond it connections wait in the accept queue.
-    #[arg(long, default_value_t = limits::DEFAULT_MAX_CONNS, value_parser = max_conns_range)]
-    pub max_conns: usize,
-    /// Most sockets kept in TIME-WAIT; past it the oldest is reclaimed early (as Linux's tcp_max_tw_buckets).
-    #[arg(long, default_value_t = limits::DEFAULT_MAX_TIME_WAIT, value_parser = max_conns_range)]
-    pub max_time_wait: usize,
-    /// Socket receive buffer per connection; the advertised window and window scale follow (e.g. 64k).
-    #[arg(long, default_value = "64k", value_parser = parse_buf)]
-    pub rx_buf: usize,
-    /// Socket send buffer per connection (e.g. 256k).
-    #[arg(long, default_value = "256k", value_parser = parse_buf)]
-    pub tx_buf: usize,
+}
+
+/// What is recorded: the capture and the journey (`serve`, `fetch` and `demo`).
+#[derive(Debug, Args)]
+pub struct RecordArgs {
     /// Write the capture here (pcapng). Default: a new timestamped file under captures/.
     #[arg(long, conflicts_with = "no_capture")]
     pub capture: Option<PathBuf>,
@@ -129,6 +121,203 @@ pub struct ServeArgs {
     /// Write the journey to this file instead of stderr.
     #[arg(long)]
     pub journey_file: Option<PathBuf>,
+    /// Also write the TLS session secrets to FILE (SSLKEYLOGFILE format). Captures carry them anyway.
+    #[arg(long, value_name = "FILE")]
+    pub keylog: Option<PathBuf>,
+}
+
+/// Socket buffers (`serve`, `fetch` and `demo`).
+#[derive(Debug, Args)]
+pub struct BufferArgs {
+    /// Socket receive buffer per connection; the advertised window and window scale follow (e.g. 64k).
+    #[arg(long, default_value = "64k", value_parser = parse_buf)]
+    pub rx_buf: usize,
+    /// Socket send buffer per connection (e.g. 256k).
+    #[arg(long, default_value = "256k", value_parser = parse_buf)]
+    pub tx_buf: usize,
+}
+
+/// Faults injected between the capture and the stack, both ways (`serve`, `fetch`, `demo`).
+#[derive(Debug, Args)]
+pub struct FaultArgs {
+    /// Drop this share of packets, each way (percent, e.g. 2 or 0.5).
+    #[arg(long, value_name = "PCT", default_value_t = 0.0, value_parser = percent)]
+    pub loss: f64,
+    /// Hold every packet this long, each way (milliseconds). Default 0 (demo: 1).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub delay: Option<u64>,
+    /// Add a random 0..=MS to each packet's delay.
+    #[arg(long, value_name = "MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub jitter: u64,
+    /// Hold this share of packets back so the ones after overtake them (percent).
+    #[arg(long, value_name = "PCT", default_value_t = 0.0, value_parser = percent)]
+    pub reorder: f64,
+    /// Send this share of packets twice (percent).
+    #[arg(long, value_name = "PCT", default_value_t = 0.0, value_parser = percent)]
+    pub duplicate: f64,
+    /// Flip one bit in this share of packets (percent); the checksum catches it.
+    #[arg(long, value_name = "PCT", default_value_t = 0.0, value_parser = percent)]
+    pub corrupt: f64,
+    /// Link rate, each way (kbit/s): packets queue behind each other at this speed.
+    #[arg(long, value_name = "KBIT", value_parser = clap::value_parser!(u64).range(8..=100_000_000))]
+    pub rate: Option<u64>,
+}
+
+impl FaultArgs {
+    pub fn config(&self, seed: u64, default_delay_ms: u64) -> crate::faults::FaultConfig {
+        crate::faults::FaultConfig {
+            loss: self.loss,
+            delay_ms: self.delay.unwrap_or(default_delay_ms),
+            jitter_ms: self.jitter,
+            reorder: self.reorder,
+            duplicate: self.duplicate,
+            corrupt: self.corrupt,
+            rate_kbit: self.rate,
+            seed,
+        }
+    }
+}
+
+fn percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage (examples: 5, 0.5)"))?;
+    if (0.0..=100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is out of range 0..=100 (percent)"))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The URL: http:// or https://, a name (looked up at --resolver) or an IPv4 address, an optional :port.
+    pub url: String,
+    #[command(flatten)]
+    pub link: LinkArgs,
+    #[command(flatten)]
+    pub record: RecordArgs,
+    #[command(flatten)]
+    pub buffers: BufferArgs,
+    #[command(flatten)]
+    pub faults: FaultArgs,
+    /// DNS server to look the host up at (UDP port 53). Default: the gateway.
+    #[arg(long, value_name = "IP")]
+    pub resolver: Option<Ipv4Addr>,
+    /// Request method.
+    #[arg(
+        short = 'X',
+        long = "request",
+        value_name = "METHOD",
+        default_value = "GET"
+    )]
+    pub method: String,
+    /// An extra request header, "Name: value" (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "HEADER", value_parser = header)]
+    pub headers: Vec<(String, String)>,
+    /// Send DATA as the request body (the method becomes POST unless -X says otherwise).
+    #[arg(
+        short = 'd',
+        long = "data",
+        value_name = "DATA",
+        conflicts_with = "data_file"
+    )]
+    pub data: Option<String>,
+    /// Send the contents of FILE as the request body.
+    #[arg(long, value_name = "FILE")]
+    pub data_file: Option<PathBuf>,
+    /// Write the body to FILE instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Trust the certificates in this PEM file for https:// (there are no public roots here).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub cacert: Option<PathBuf>,
+    /// Accept any certificate for https://. INSECURE: anyone in the path can read and change the traffic.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Exit as soon as our side is in TIME-WAIT instead of waiting it out (10 s).
+    #[arg(long)]
+    pub no_time_wait: bool,
+    /// Give up after this many seconds (TIME-WAIT not counted).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+    /// Seed for our initial sequence number and port (default: random). The same seed gives the same ISN.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+fn header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not a header; write it as \"Name: value\""))?;
+    let name = name.trim();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!("{name:?} is not a header name"));
+    }
+    if value.contains(['\r', '\n']) {
+        return Err("a header value cannot hold a line break".into());
+    }
+    Ok((name.to_owned(), value.trim().to_owned()))
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub record: RecordArgs,
+    #[command(flatten)]
+    pub buffers: BufferArgs,
+    #[command(flatten)]
+    pub faults: FaultArgs,
+    /// Seed for every random choice: ISNs, ports, TLS randomness, the certificate's key. The same seed gives the same capture, byte for byte.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Size of the /bytes download in the scenario (e.g. 300k, 1m).
+    #[arg(long, default_value = "256k", value_parser = parse_download)]
+    pub bytes: u64,
+    /// MTU of the in-memory link; the MSS follows (MTU - 40).
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(576..=65535))]
+    pub mtu: u32,
+}
+
+fn parse_download(s: &str) -> Result<u64, String> {
+    let (digits, mult) = match s.to_ascii_lowercase() {
+        t if t.ends_with('k') => (t.trim_end_matches('k').to_owned(), 1000),
+        t if t.ends_with('m') => (t.trim_end_matches('m').to_owned(), 1_000_000),
+        t => (t, 1),
+    };
+    let n = digits
+        .parse::<u64>()
+        .map_err(|_| format!("{s:?} is not a size (examples: 1000, 300k, 1m)"))?
+        * mult;
+    if n > 100_000_000 {
+        return Err(format!("{n} is out of range 0..=100000000 (100 MB)"));
+    }
+    Ok(n)
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub link: LinkArgs,
+    #[command(flatten)]
+    pub record: RecordArgs,
+    #[command(flatten)]
+    pub buffers: BufferArgs,
+    #[command(flatten)]
+    pub faults: FaultArgs,
+    /// TCP port of the HTTP server.
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u16).range(1..))]
+    pub http_port: u16,
+    /// Accept queue: sockets listening or holding connections not yet taken. When none is free, new SYNs are dropped.
+    #[arg(long, default_value_t = limits::DEFAULT_BACKLOG, value_parser = backlog_range)]
+    pub backlog: usize,
+    /// Most connections in the table at once (TIME-WAIT not counted); beyond it connections wait in the accept queue.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_CONNS, value_parser = max_conns_range)]
+    pub max_conns: usize,
+    /// Most sockets kept in TIME-WAIT; past it the oldest is reclaimed early (as Linux's tcp_max_tw_buckets).
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_TIME_WAIT, value_parser = max_conns_range)]
+    pub max_time_wait: usize,
     /// Serve static files from this directory (never anything outside it).
     #[arg(long)]
     pub root: Option<PathBuf>,
@@ -159,9 +348,6 @@ pub struct ServeArgs {
     /// Where to write the generated certificate, for clients' --cacert. Default: beside the capture.
     #[arg(long, value_name = "FILE", conflicts_with = "cert")]
     pub cert_out: Option<PathBuf>,
-    /// Also write the TLS session secrets to FILE (SSLKEYLOGFILE format). Captures carry them anyway.
-    #[arg(long, value_name = "FILE")]
-    pub keylog: Option<PathBuf>,
     /// UDP port of the DNS responder, which answers --name queries with the stack's address.
     #[arg(long, default_value_t = 53, value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "no_dns")]
     pub dns_port: u16,
@@ -200,10 +386,12 @@ pub fn main() -> ExitCode {
     .format_timestamp_millis()
     .init();
     let result = match cli.command {
-        Command::Serve(args) => crate::serve::run(args),
+        Command::Serve(args) => crate::serve::run(args).map(|()| 0),
+        Command::Fetch(args) => crate::fetch::run(args),
+        Command::Demo(args) => crate::demo::run(args).map(|()| 0),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("synack: {e:#}");
             ExitCode::FAILURE
@@ -249,7 +437,9 @@ mod tests {
             Cli::try_parse_from(["synack", "serve", "--capture", "x", "--no-capture"]).is_err()
         );
         let ok = Cli::try_parse_from(["synack", "serve", "--journey", "json"]).unwrap();
-        let Command::Serve(a) = ok.command;
-        assert_eq!(a.journey, Format::Json);
+        let Command::Serve(a) = ok.command else {
+            panic!("serve")
+        };
+        assert_eq!(a.record.journey, Format::Json);
     }
 }

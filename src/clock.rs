@@ -3,7 +3,48 @@
 //! Every function that needs the time takes it as an argument (as smoltcp does); this
 //! module is where real runs read it.
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use smoltcp::time::Instant;
+
+/// Where a virtual clock starts: 2026-01-01 00:00:00 UTC, so that HTTP `Date` headers and
+/// capture timestamps of simulated runs read as a plausible date, the same on every run.
+pub const VIRTUAL_EPOCH: Instant = Instant::from_millis_const(1_767_225_600_000);
+
+/// The clock a stack reads. Real runs read the wall clock; the in-process simulation
+/// (`synack demo`) shares one virtual clock between its stacks and moves it itself, which
+/// is what makes its captures reproducible byte for byte.
+#[derive(Debug, Clone, Default)]
+pub enum Clock {
+    #[default]
+    Real,
+    Virtual(Rc<Cell<Instant>>),
+}
+
+impl Clock {
+    /// A virtual clock standing at [`VIRTUAL_EPOCH`].
+    pub fn virtual_time() -> Self {
+        Clock::Virtual(Rc::new(Cell::new(VIRTUAL_EPOCH)))
+    }
+
+    /// Microseconds since the Unix epoch, as smoltcp counts.
+    pub fn now(&self) -> Instant {
+        match self {
+            Clock::Real => Instant::now(),
+            Clock::Virtual(t) => t.get(),
+        }
+    }
+
+    /// Moves a virtual clock forward to `t` (never back); the real clock moves itself.
+    pub fn advance_to(&self, t: Instant) {
+        if let Clock::Virtual(cell) = self
+            && t > cell.get()
+        {
+            cell.set(t);
+        }
+    }
+}
 
 /// The real clock: microseconds since the Unix epoch, as smoltcp counts.
 pub fn now() -> Instant {

@@ -61,6 +61,11 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// SYN, FIN or RST: a segment that opens or ends a connection.
+    pub fn is_control(&self) -> bool {
+        self.syn || self.fin || self.rst
+    }
+
     /// Parses an IPv4 packet carrying TCP. Anything else (UDP, ICMP, IPv6, fragments,
     /// truncated or malformed headers) is `None`: the observer only comments what it can read.
     pub fn parse(packet: &[u8]) -> Option<Segment> {

@@ -1,53 +1,22 @@
 //! `synack serve`: open the device, start the capture and the journal, run the stack until
 //! SIGINT or SIGTERM, then leave a complete capture behind.
 
-use std::fs::File;
-use std::io::{BufWriter, LineWriter, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use crate::app::App;
-use crate::capture::{self, PcapngSink, SinkInfo, Tap};
+use crate::capture::{SinkInfo, Tap};
 use crate::cli::ServeArgs;
-use crate::device::TunDevice;
-use crate::device::tun::Origin;
 use crate::http::Limits;
-use crate::journey::Journal;
 use crate::session::Timeouts;
+use crate::setup::{self, plural};
 use crate::stack::{Config, Stack};
 use crate::tls;
 
-/// A seed for initial sequence numbers that differs on every run (RFC 9293 §3.4.1 wants
-/// ISNs hard to guess; smoltcp derives them from this seed).
-fn random_seed() -> u64 {
-    let mut bytes = [0u8; 8];
-    if File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .is_ok()
-    {
-        return u64::from_ne_bytes(bytes);
-    }
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    t.as_nanos() as u64 ^ u64::from(std::process::id()) << 32
-}
-
-fn plural(n: u64) -> &'static str {
-    if n == 1 { "" } else { "s" }
-}
-
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let gateway = args.gateway.unwrap_or_else(|| args.addr.first_host());
-    if gateway == args.addr.addr {
-        bail!(
-            "--gateway {gateway} is the stack's own address; give the kernel side's address (usually the .1)"
-        );
-    }
     let app = App::new(args.root.clone()).with_context(|| {
         format!(
             "--root {}: no such directory (give an existing directory to serve files from)",
@@ -58,65 +27,26 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
     })?;
 
-    let mut tun = TunDevice::open(&args.tun)?;
-    if let Some(mtu) = args.mtu
-        && mtu as usize != tun.mtu()
-    {
-        tun.set_mtu(mtu as usize)?;
-    }
-    if tun.origin() == Origin::Created {
-        tun.configure_kernel_side(gateway, args.addr.prefix)?;
-        log::info!(
-            "created {} with the kernel side at {gateway}/{}; it goes away when synack stops",
-            tun.name(),
-            args.addr.prefix
-        );
-    }
-
-    let sink = if args.no_capture {
-        None
-    } else {
-        let path = args
-            .capture
-            .clone()
-            .unwrap_or_else(|| capture::default_path("serve"));
-        let info = SinkInfo {
-            interface: tun.name(),
-            description: format!(
-                "synack userspace stack at {}/{} on {}",
-                args.addr.addr,
-                args.addr.prefix,
-                tun.name()
-            ),
-        };
-        Some(PcapngSink::create(&path, info).with_context(|| {
-            format!(
-                "cannot create capture file {} (is the directory writable?)",
-                path.display()
-            )
-        })?)
+    let (tun, gateway) = setup::open_tun(&args.link)?;
+    let addr = args.link.addr;
+    let info = SinkInfo {
+        interface: tun.name(),
+        description: format!(
+            "synack userspace stack at {}/{} on {}",
+            addr.addr,
+            addr.prefix,
+            tun.name()
+        ),
     };
+    let sink = setup::open_capture(&args.record, "serve", info)?;
     // The generated certificate goes beside the capture by default.
     let capture_dir = sink.as_ref().map(|s| match s.path().parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     });
 
-    let out: Box<dyn Write + Send> = match &args.journey_file {
-        Some(path) => {
-            Box::new(BufWriter::new(File::create(path).with_context(|| {
-                format!("cannot create journey file {}", path.display())
-            })?))
-        }
-        None => Box::new(LineWriter::new(std::io::stderr())),
-    };
-    let journal = Journal::new(args.journey, out);
-
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("cannot install signal handlers")?;
-    }
+    let journal = setup::open_journal(&args.record, "server")?;
+    let stop = setup::stop_flag()?;
 
     // HTTPS: the identity (given, or made and written out), and a key log when something
     // records the secrets (the capture's Decryption Secrets Block, --keylog).
@@ -126,7 +56,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let identity = match (&args.cert, &args.key) {
             (Some(cert), Some(key)) => tls::load(cert, key)?,
             _ => {
-                let identity = tls::generate(&args.names, args.addr.addr)?;
+                let identity = tls::generate(&args.names, addr.addr)?;
                 let out = args.cert_out.clone().unwrap_or_else(|| {
                     let dir = capture_dir
                         .clone()
@@ -146,27 +76,30 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 eprintln!(
                     "synack: self-signed certificate for {} and {} written to {} (curl --cacert {} https://{}/)",
                     args.names.join(", "),
-                    args.addr.addr,
+                    addr.addr,
                     out.display(),
                     out.display(),
                     args.names
                         .first()
-                        .map_or_else(|| args.addr.addr.to_string(), Clone::clone)
+                        .map_or_else(|| addr.addr.to_string(), Clone::clone)
                 );
                 identity
             }
         };
-        let keylog = (!args.no_capture || args.keylog.is_some())
+        let keylog = (!args.record.no_capture || args.record.keylog.is_some())
             .then(|| Arc::new(tls::KeyLogLines::default()));
         let config = tls::server_config(&identity, keylog.clone())
             .map_err(|e| anyhow::anyhow!("cannot set up TLS: {e}"))?;
         (Some(config), keylog)
     };
 
+    let seed = args.seed.unwrap_or_else(setup::random_seed);
+    let faults = args.faults.config(seed, 0);
     let cfg = Config {
-        addr: args.addr.addr,
-        prefix: args.addr.prefix,
+        addr: addr.addr,
+        prefix: addr.prefix,
         gateway,
+        listen: true,
         http_port: args.http_port,
         https_port: (!args.no_https).then_some(args.https_port),
         tls,
@@ -174,8 +107,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         backlog: args.backlog,
         max_conns: args.max_conns,
         max_time_wait: args.max_time_wait,
-        rx_buf: args.rx_buf,
-        tx_buf: args.tx_buf,
+        rx_buf: args.buffers.rx_buf,
+        tx_buf: args.buffers.tx_buf,
         limits: Limits {
             max_body: args.max_body,
             ..Limits::default()
@@ -184,44 +117,41 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             request: Duration::from_secs(args.request_timeout),
             idle: Duration::from_secs(args.idle_timeout),
         },
-        seed: args.seed.unwrap_or_else(random_seed),
+        seed,
         dns_port: (!args.no_dns).then_some(args.dns_port),
         dns_names: args.names.clone(),
+        clock: Default::default(),
+        faults,
     };
     let mtu = tun.mtu();
     let name = tun.name().to_owned();
     let capture_path = sink.as_ref().map(|s| s.path().to_owned());
     let mut tap = Tap::new(tun, sink);
-    if let Some(path) = &args.keylog {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path);
-        tap.set_keylog_file(
-            file.with_context(|| format!("cannot open --keylog file {}", path.display()))?,
-        );
-    }
+    setup::open_keylog(&args.record, &mut tap)?;
     let mut stack = Stack::new(cfg, tap, app, journal)?;
 
     eprintln!(
         "synack: serving http://{}:{}/ on {name} (MTU {mtu}, MSS {}), gateway {gateway}",
-        args.addr.addr,
+        addr.addr,
         args.http_port,
         mtu.saturating_sub(40)
     );
     if !args.no_https {
         eprintln!(
             "synack: serving https://{}:{}/ (TLS 1.3 and 1.2)",
-            args.addr.addr, args.https_port
+            addr.addr, args.https_port
         );
     }
     if !args.no_dns {
         eprintln!(
             "synack: answering DNS on udp/{} at {} for {}",
             args.dns_port,
-            args.addr.addr,
+            addr.addr,
             args.names.join(", ")
         );
+    }
+    if !faults.is_none() {
+        eprintln!("synack: faults in force: {}", faults.describe());
     }
     match &capture_path {
         Some(p) => eprintln!("synack: capturing to {}", p.display()),

@@ -11,7 +11,7 @@ mod pcapng;
 mod tap;
 
 pub use pcapng::{PcapngSink, SinkInfo};
-pub use tap::{Attach, Note, Tap};
+pub use tap::{Attach, Note, Tap, TapRx, TapTx, Withheld};
 
 use std::path::PathBuf;
 

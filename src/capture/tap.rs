@@ -18,9 +18,9 @@ pub enum Attach {
     /// The inbound segment the stack has just processed: it caused what the note says
     /// (a state transition on receipt, a SYN dropped at a full accept queue).
     Inbound,
-    /// Our next FIN or RST on that connection: the application closed or aborted it, and
-    /// that segment is where the peer learns of it.
-    NextFinOrRst,
+    /// Our next SYN, FIN or RST on that connection: the application opened, closed or
+    /// aborted it, and that segment is where the peer learns of it.
+    NextControl,
 }
 
 /// Something the stack knows about a packet that the packet alone does not say.
@@ -48,6 +48,8 @@ struct Pending {
     dir: Direction,
     data: Vec<u8>,
     observed: Option<Observed>,
+    /// What a layer above did to the packet (the fault injector), for its comment.
+    remark: Option<String>,
 }
 
 struct TapState {
@@ -88,7 +90,7 @@ fn own_comment(observed: Option<Observed>, packet: &[u8], dns_port: Option<u16>)
 }
 
 impl TapState {
-    fn record(&mut self, dir: Direction, at: Instant, packet: &[u8]) {
+    fn record(&mut self, dir: Direction, at: Instant, packet: &[u8], remark: Option<String>) {
         let observed = self.tracker.observe(dir, packet);
         if dir == Direction::In {
             self.last_inbound = observed.map(|o| (o.tuple(), o.segment.syn));
@@ -99,13 +101,15 @@ impl TapState {
         let Some(sink) = self.sink.as_mut() else {
             return;
         };
-        // Notes attach only to inbound segments and to our FINs and RSTs. Anything else can
-        // be written now, if nothing held must go before it: for a download, that is every
-        // data segment, and it saves copying each one twice.
-        let noteless =
-            dir == Direction::Out && observed.is_none_or(|o| !o.segment.fin && !o.segment.rst);
+        // Notes attach only to inbound segments and to our SYNs, FINs and RSTs. Anything
+        // else can be written now, if nothing held must go before it: for a download, that
+        // is every data segment, and it saves copying each one twice.
+        let noteless = dir == Direction::Out && observed.is_none_or(|o| !o.segment.is_control());
         if noteless && self.used == 0 {
-            let comment = own_comment(observed, packet, self.dns_port);
+            let mut comment = own_comment(observed, packet, self.dns_port);
+            if let Some(r) = remark {
+                append(&mut comment, r);
+            }
             if let Err(e) = sink.write_packet(since_epoch(at), dir, packet, comment) {
                 self.fail(e);
             }
@@ -120,6 +124,7 @@ impl TapState {
                 dir,
                 data: Vec::new(),
                 observed: None,
+                remark: None,
             });
         }
         let slot = &mut self.pending[self.used];
@@ -128,6 +133,7 @@ impl TapState {
         slot.data.clear();
         slot.data.extend_from_slice(packet);
         slot.observed = observed;
+        slot.remark = remark;
         self.used += 1;
     }
 
@@ -136,8 +142,11 @@ impl TapState {
             self.used = 0;
             return;
         };
-        for p in &self.pending[..self.used] {
+        for p in &mut self.pending[..self.used] {
             let mut comment = own_comment(p.observed, &p.data, self.dns_port);
+            if let Some(r) = p.remark.take() {
+                append(&mut comment, r);
+            }
             if let Some(o) = p.observed {
                 let text = &mut comment;
                 let tuple = o.tuple();
@@ -147,7 +156,7 @@ impl TapState {
                             append(text, std::mem::take(&mut note.text));
                         }
                     }
-                    Direction::Out if o.segment.fin || o.segment.rst => {
+                    Direction::Out if o.segment.is_control() => {
                         self.carried.retain_mut(|note| {
                             if note.tuple != tuple {
                                 return true;
@@ -192,6 +201,14 @@ fn append(text: &mut Option<String>, more: String) {
         }
         None => *text = Some(more),
     }
+}
+
+/// What an inbound packet told the stack, held back with the packet (see
+/// [`Tap::withhold_inbound`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Withheld {
+    observed: Option<Observed>,
+    last_inbound: Option<(FourTuple, bool)>,
 }
 
 /// Observes every packet in both directions and, with a sink, records it.
@@ -254,6 +271,38 @@ impl<D> Tap<D> {
         }
     }
 
+    /// Records a packet the stack sent that a layer above kept off the wire (the fault
+    /// injector's losses): the capture shows it, with `remark` saying what happened.
+    pub fn record_unsent(&mut self, at: Instant, packet: &[u8], remark: String) {
+        self.state
+            .get_mut()
+            .record(Direction::Out, at, packet, Some(remark));
+    }
+
+    /// Takes back what the inbound packet just recorded told the stack, because a layer
+    /// above holds the packet (or loses it): the stack learns of it when it is delivered.
+    pub fn withhold_inbound(&mut self) -> Withheld {
+        let state = self.state.get_mut();
+        let last_inbound = state.last_inbound.take();
+        let observed = match state.observed.last() {
+            Some(o) if o.dir == Direction::In && Some(o.tuple()) == last_inbound.map(|l| l.0) => {
+                state.observed.pop()
+            }
+            _ => None,
+        };
+        Withheld {
+            observed,
+            last_inbound,
+        }
+    }
+
+    /// Gives the stack what a held inbound packet tells it, now that it is delivered.
+    pub fn release_inbound(&mut self, withheld: Withheld) {
+        let state = self.state.get_mut();
+        state.observed.extend(withheld.observed);
+        state.last_inbound = withheld.last_inbound;
+    }
+
     /// Which UDP port carries DNS, for comments on DNS packets.
     pub fn set_dns_port(&mut self, port: Option<u16>) {
         self.state.get_mut().dns_port = port;
@@ -283,7 +332,7 @@ impl<D> Tap<D> {
         }
         let mut i = 0;
         while i < notes.len() {
-            if notes[i].attach == Attach::NextFinOrRst {
+            if notes[i].attach == Attach::NextControl {
                 if state.carried.len() == MAX_CARRIED_NOTES {
                     state.carried.remove(0);
                 }
@@ -369,6 +418,7 @@ impl<D: Device> Device for Tap<D> {
                 inner: tx,
                 state,
                 timestamp,
+                remark: None,
             },
         ))
     }
@@ -379,6 +429,7 @@ impl<D: Device> Device for Tap<D> {
             inner: tx,
             state: &self.state,
             timestamp,
+            remark: None,
         })
     }
 
@@ -405,11 +456,28 @@ pub struct TapRx<'a, T> {
     timestamp: Instant,
 }
 
+impl<T: phy::RxToken> TapRx<'_, T> {
+    /// Reads the packet with `f`, which also says what the layer above will do with it;
+    /// that goes into the packet's comment.
+    pub fn consume_remarked<R>(self, f: impl FnOnce(&[u8]) -> (R, Option<String>)) -> R {
+        let (state, timestamp) = (self.state, self.timestamp);
+        self.inner.consume(|packet| {
+            let (result, remark) = f(packet);
+            state
+                .borrow_mut()
+                .record(Direction::In, timestamp, packet, remark);
+            result
+        })
+    }
+}
+
 impl<T: phy::RxToken> phy::RxToken for TapRx<'_, T> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
         let (state, timestamp) = (self.state, self.timestamp);
         self.inner.consume(|packet| {
-            state.borrow_mut().record(Direction::In, timestamp, packet);
+            state
+                .borrow_mut()
+                .record(Direction::In, timestamp, packet, None);
             f(packet)
         })
     }
@@ -419,14 +487,25 @@ pub struct TapTx<'a, T> {
     inner: T,
     state: &'a RefCell<TapState>,
     timestamp: Instant,
+    remark: Option<String>,
+}
+
+impl<T> TapTx<'_, T> {
+    /// Says in the packet's comment what the layer above did to it.
+    pub fn with_remark(mut self, remark: String) -> Self {
+        self.remark = Some(remark);
+        self
+    }
 }
 
 impl<T: phy::TxToken> phy::TxToken for TapTx<'_, T> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let (state, timestamp) = (self.state, self.timestamp);
+        let (state, timestamp, remark) = (self.state, self.timestamp, self.remark);
         self.inner.consume(len, |packet| {
             let result = f(packet);
-            state.borrow_mut().record(Direction::Out, timestamp, packet);
+            state
+                .borrow_mut()
+                .record(Direction::Out, timestamp, packet, remark);
             result
         })
     }

@@ -7,6 +7,7 @@
 use std::io;
 use std::time::Duration;
 
+pub mod memory;
 pub mod tun;
 
 pub use tun::TunDevice;

@@ -1,10 +1,8 @@
 //! Request decoding: httparse for the head, then the body framed by Content-Length or
 //! chunked transfer coding (RFC 9112 §6, §7.1), with every limit enforced as bytes arrive.
 
+use super::chunked::{Dechunker, Piece};
 use super::{HttpError, Limits, MAX_HEADERS_CEILING, Request, Version};
-
-/// The longest chunk-size line (with extensions) we read before calling it malformed.
-const MAX_CHUNK_LINE: usize = 1024;
 
 /// What the decoder has for the caller.
 #[derive(Debug, PartialEq, Eq)]
@@ -23,19 +21,7 @@ pub enum Decoded {
 #[derive(Debug)]
 enum Framing {
     Length(usize),
-    Chunked(Chunk),
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Chunk {
-    /// Expecting a chunk-size line.
-    Size,
-    /// Inside a chunk's data, this many bytes left.
-    Data(usize),
-    /// Expecting the CRLF after a chunk's data.
-    DataEnd,
-    /// After the last chunk: trailer fields until an empty line.
-    Trailers,
+    Chunked(Dechunker),
 }
 
 #[derive(Debug)]
@@ -251,7 +237,7 @@ impl RequestDecoder {
                     "only the chunked transfer coding is supported",
                 ));
             }
-            return Ok(Framing::Chunked(Chunk::Size));
+            return Ok(Framing::Chunked(Dechunker::default()));
         }
         let Some(first) = cls.first() else {
             return Ok(Framing::Length(0));
@@ -297,66 +283,22 @@ impl RequestDecoder {
                 }
             }
             Framing::Chunked(chunk) => {
-                let mut pos = 0;
-                let done = loop {
-                    match *chunk {
-                        Chunk::Size => {
-                            let Some(line) = take_line(&self.buf[pos..], MAX_CHUNK_LINE)? else {
-                                break false;
-                            };
-                            pos += line.len() + 2;
-                            let size = parse_chunk_size(line)?;
-                            if request.body.len().saturating_add(size) > max_body {
-                                return Err(HttpError::new(
-                                    413,
-                                    format!("chunked body exceeds the limit of {max_body}"),
-                                ));
-                            }
-                            *chunk = if size == 0 {
-                                Chunk::Trailers
-                            } else {
-                                Chunk::Data(size)
-                            };
+                let body = &mut request.body;
+                let used = chunk.decode(&self.buf, self.limits.max_head, &mut |piece| {
+                    match piece {
+                        Piece::Size(size) if body.len().saturating_add(size) > max_body => {
+                            return Err(HttpError::new(
+                                413,
+                                format!("chunked body exceeds the limit of {max_body}"),
+                            ));
                         }
-                        Chunk::Data(left) => {
-                            let n = left.min(self.buf.len() - pos);
-                            if n == 0 {
-                                break false;
-                            }
-                            request.body.extend_from_slice(&self.buf[pos..pos + n]);
-                            pos += n;
-                            *chunk = if left == n {
-                                Chunk::DataEnd
-                            } else {
-                                Chunk::Data(left - n)
-                            };
-                        }
-                        Chunk::DataEnd => {
-                            let rest = &self.buf[pos..];
-                            if rest.len() < 2 {
-                                break false;
-                            }
-                            if &rest[..2] != b"\r\n" {
-                                return Err(HttpError::new(400, "chunk data not followed by CRLF"));
-                            }
-                            pos += 2;
-                            *chunk = Chunk::Size;
-                        }
-                        Chunk::Trailers => {
-                            // Trailer fields are read and dropped (RFC 9112 §7.1.2).
-                            let Some(line) = take_line(&self.buf[pos..], self.limits.max_head)?
-                            else {
-                                break false;
-                            };
-                            pos += line.len() + 2;
-                            if line.is_empty() {
-                                break true;
-                            }
-                        }
+                        Piece::Size(_) => {}
+                        Piece::Data(data) => body.extend_from_slice(data),
                     }
-                };
-                self.buf.drain(..pos);
-                if !done {
+                    Ok(())
+                })?;
+                self.buf.drain(..used);
+                if !chunk.is_done() {
                     return Ok(None);
                 }
             }
@@ -385,28 +327,6 @@ fn names_another_version(buf: &[u8]) -> bool {
     let well_formed = matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
         if major.is_ascii_digit() && minor.is_ascii_digit());
     well_formed && line.split(|&b| b == b' ').count() == 3
-}
-
-/// The bytes before the next CRLF, if the CRLF has arrived.
-fn take_line(buf: &[u8], max: usize) -> Result<Option<&[u8]>, HttpError> {
-    match buf.windows(2).position(|w| w == b"\r\n") {
-        Some(i) if i <= max => Ok(Some(&buf[..i])),
-        Some(_) => Err(HttpError::new(400, "chunk line too long")),
-        None if buf.len() > max + 1 => Err(HttpError::new(400, "chunk line too long")),
-        None => Ok(None),
-    }
-}
-
-/// `chunk-size [ chunk-ext ]` (RFC 9112 §7.1): hex digits, extensions ignored.
-fn parse_chunk_size(line: &[u8]) -> Result<usize, HttpError> {
-    let hex = line.split(|&b| b == b';').next().unwrap_or_default();
-    let hex = std::str::from_utf8(hex)
-        .map_err(|_| HttpError::new(400, "bad chunk size"))?
-        .trim();
-    if hex.is_empty() || hex.len() > 15 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(HttpError::new(400, format!("bad chunk size {hex:?}")));
-    }
-    usize::from_str_radix(hex, 16).map_err(|_| HttpError::new(400, "bad chunk size"))
 }
 
 #[cfg(test)]

@@ -2,13 +2,17 @@
 //! out. Nothing here touches a socket or reads a clock.
 //!
 //! Modelled on hyper's `proto/h1`: [`decode`] turns bytes into requests and enforces the
-//! limits, [`encode`] turns a response into bytes (streaming bodies it never holds whole).
+//! limits, [`encode`] turns a response into bytes (streaming bodies it never holds whole),
+//! [`response`] is the client's side: response bytes into a head and a streamed body.
 
+mod chunked;
 pub mod decode;
 pub mod encode;
+pub mod response;
 
 pub use decode::{Decoded, RequestDecoder};
 pub use encode::{Body, Outgoing, Response};
+pub use response::{ResponseDecoder, ResponseHead};
 
 /// Bounds on what a client may send. Each breaks with its own status code.
 #[derive(Debug, Clone, Copy)]

@@ -85,6 +85,61 @@ pub enum What {
         bytes: usize,
         reason: &'static str,
     },
+    /// We asked a DNS server for a name's address (the client's resolve stage).
+    Lookup {
+        name: String,
+        server: std::net::Ipv4Addr,
+    },
+    /// The answer to our lookup, or why there is none.
+    LookedUp {
+        name: String,
+        addresses: Vec<std::net::Ipv4Addr>,
+        error: Option<String>,
+        duration_us: u64,
+    },
+    /// We opened a connection: our SYN (handshake 1/3, the active open).
+    SynSent {
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        isn: u32,
+        window: u16,
+        #[serde(flatten)]
+        options: SynOptions,
+    },
+    /// The server's SYN-ACK reached us (handshake 2/3).
+    SynAckReceived {
+        isn: u32,
+        ack: u32,
+        window: u16,
+        #[serde(flatten)]
+        options: SynOptions,
+    },
+    /// Our ACK of the server's SYN-ACK (handshake 3/3).
+    AckSent { seq: u32, ack: u32 },
+    /// A request was encoded and queued to be sent (the client's side).
+    Requested {
+        method: String,
+        target: String,
+        head_bytes: usize,
+        body_bytes: usize,
+    },
+    /// A response's status line and headers arrived and were parsed.
+    ResponseHead {
+        status: u16,
+        reason: String,
+        version: &'static str,
+        headers: usize,
+        head_bytes: usize,
+    },
+    /// A response's body is complete.
+    ResponseDone {
+        status: u16,
+        body_bytes: u64,
+        duration_us: u64,
+    },
+    /// The exchange failed: the response was malformed, TLS broke, the body could not be
+    /// written.
+    Failed { reason: String },
     /// The peer's SYN reached a listening socket (handshake 1/3).
     Syn {
         remote: SocketAddrV4,
@@ -279,6 +334,27 @@ pub struct Journal {
     out: Box<dyn Write + Send>,
     conns: HashMap<ConnId, ConnRecord>,
     next_id: ConnId,
+    /// Who this journal speaks for, on lines of events with no connection.
+    side: &'static str,
+    /// Kept for the caller rather than printed (`synack demo` lays two sides out together).
+    kept: Option<Kept>,
+}
+
+/// What a keeping journal holds once connections end.
+#[derive(Debug, Default)]
+pub struct Kept {
+    pub conns: Vec<ConnRecord>,
+    /// Events that belong to no connection (DNS).
+    pub loose: Vec<Event>,
+}
+
+impl Kept {
+    /// Every event, the connection-less ones first.
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.loose
+            .iter()
+            .chain(self.conns.iter().flat_map(|c| c.events.iter()))
+    }
 }
 
 impl Journal {
@@ -288,7 +364,32 @@ impl Journal {
             out,
             conns: HashMap::new(),
             next_id: 1,
+            side: "server",
+            kept: None,
         }
+    }
+
+    /// Names the side on lines of events with no connection ("server", "client").
+    pub fn with_side(mut self, side: &'static str) -> Self {
+        self.side = side;
+        self
+    }
+
+    /// A journal that prints nothing and keeps every record, ended or not, for
+    /// [`take_kept`](Self::take_kept).
+    pub fn keeping(side: &'static str) -> Self {
+        let mut journal = Self::silent().with_side(side);
+        journal.kept = Some(Kept::default());
+        journal
+    }
+
+    /// The records kept so far, ended ones first, oldest first (a keeping journal only).
+    pub fn take_kept(&mut self) -> Kept {
+        let mut kept = self.kept.take().unwrap_or_default();
+        let mut open: Vec<ConnRecord> = self.conns.values().cloned().collect();
+        open.sort_by_key(|r| r.id);
+        kept.conns.extend(open);
+        kept
     }
 
     /// A journal that keeps records (for `/journey`) and prints nothing.
@@ -330,8 +431,13 @@ impl Journal {
             Format::Json => render::json_line(&mut self.out, &event),
             // Server events (DNS, dropped SYNs) belong to no connection's timeline: a
             // line each, as they happen.
-            Format::Text if conn.is_none() => render::server_line(&mut self.out, &event),
+            Format::Text if conn.is_none() => render::loose_line(&mut self.out, self.side, &event),
             _ => {}
+        }
+        if conn.is_none()
+            && let Some(kept) = self.kept.as_mut()
+        {
+            kept.loose.push(event.clone());
         }
         if let Some(rec) = conn.and_then(|id| self.conns.get_mut(&id)) {
             rec.push(event);
@@ -351,6 +457,9 @@ impl Journal {
         let rec = self.conns.remove(&id)?;
         if self.format == Format::Text {
             render::timeline(&mut self.out, &rec);
+        }
+        if let Some(kept) = self.kept.as_mut() {
+            kept.conns.push(rec.clone());
         }
         Some(rec)
     }

@@ -2,8 +2,8 @@
 
 use std::io::Write;
 
-use super::{ConnRecord, Event, What};
-use crate::observe::Direction;
+use super::{ConnRecord, Event, Kept, What};
+use crate::observe::{Direction, SynOptions};
 
 /// One event as one JSON object on one line.
 pub fn json_line(out: &mut dyn Write, event: &Event) {
@@ -12,11 +12,11 @@ pub fn json_line(out: &mut dyn Write, event: &Event) {
     }
 }
 
-/// An event that belongs to no connection, on a line of its own.
-pub fn server_line(out: &mut dyn Write, event: &Event) {
+/// An event that belongs to no connection, on a line of its own, said by `side`.
+pub fn loose_line(out: &mut dyn Write, side: &str, event: &Event) {
     let _ = writeln!(
         out,
-        "server  {:<8} {}",
+        "{side:<7} {:<8} {}",
         event.stage.name(),
         describe(&event.what)
     );
@@ -67,9 +67,86 @@ fn sender(dir: Direction) -> &'static str {
     }
 }
 
+/// A SYN's options as the timeline shows them: ", MSS 1460, wscale 7, SACK-permitted".
+fn syn_options(options: &SynOptions) -> String {
+    let mut t = String::new();
+    if let Some(m) = options.mss {
+        t += &format!(", MSS {m}");
+    }
+    if let Some(w) = options.window_scale {
+        t += &format!(", wscale {w}");
+    }
+    if options.sack_permitted {
+        t += ", SACK-permitted";
+    }
+    t
+}
+
 /// One event in words.
 pub fn describe(what: &What) -> String {
     match what {
+        What::Lookup { name, server } => format!("DNS query: A {name}? to {server}"),
+        What::LookedUp {
+            name,
+            addresses,
+            error,
+            duration_us,
+        } => match error {
+            Some(e) => format!("{name} did not resolve: {e}"),
+            None => format!(
+                "{name} is {} ({:.3} ms)",
+                addresses
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                *duration_us as f64 / 1000.0
+            ),
+        },
+        What::SynSent {
+            local,
+            remote,
+            isn,
+            window,
+            options,
+        } => format!(
+            "SYN sent from {local} to {remote}, our ISN {isn}, window {window}{}",
+            syn_options(options)
+        ),
+        What::SynAckReceived {
+            isn,
+            ack,
+            window,
+            options,
+        } => format!(
+            "SYN-ACK from the server, its ISN {isn}, ACK {ack}, window {window}{}",
+            syn_options(options)
+        ),
+        What::AckSent { seq, ack } => format!("our ACK of the SYN-ACK, seq {seq}, ACK {ack}"),
+        What::Requested {
+            method,
+            target,
+            head_bytes,
+            body_bytes,
+        } => format!("request {method} {target}: {head_bytes} B head, {body_bytes} B body"),
+        What::ResponseHead {
+            status,
+            reason,
+            version,
+            headers,
+            head_bytes,
+        } => {
+            format!("response {version} {status} {reason}: {headers} headers, {head_bytes} B head")
+        }
+        What::ResponseDone {
+            status,
+            body_bytes,
+            duration_us,
+        } => format!(
+            "response {status} complete: {body_bytes} B body, {:.3} ms after the request",
+            *duration_us as f64 / 1000.0
+        ),
+        What::Failed { reason } => format!("failed: {reason}"),
         What::TlsEstablished {
             version,
             cipher,
@@ -121,17 +198,10 @@ pub fn describe(what: &What) -> String {
             backlog,
             ..
         } => {
-            let mut t = format!("SYN from {remote}, ISN {isn}, window {window}");
-            if let Some(m) = options.mss {
-                t += &format!(", MSS {m}");
-            }
-            if let Some(w) = options.window_scale {
-                t += &format!(", wscale {w}");
-            }
-            if options.sack_permitted {
-                t += ", SACK-permitted";
-            }
-            t + &format!("; accept queue {queue_depth}/{backlog}")
+            format!(
+                "SYN from {remote}, ISN {isn}, window {window}{}; accept queue {queue_depth}/{backlog}",
+                syn_options(options)
+            )
         }
         What::SynDropped { remote, backlog } => {
             format!(
@@ -145,14 +215,10 @@ pub fn describe(what: &What) -> String {
             options,
             ..
         } => {
-            let mut t = format!("SYN-ACK sent, our ISN {isn}, ACK {ack}, window {window}");
-            if let Some(m) = options.mss {
-                t += &format!(", MSS {m}");
-            }
-            if let Some(w) = options.window_scale {
-                t += &format!(", wscale {w}");
-            }
-            t
+            format!(
+                "SYN-ACK sent, our ISN {isn}, ACK {ack}, window {window}{}",
+                syn_options(options)
+            )
         }
         What::HandshakeAck { seq, ack } => format!("ACK of our SYN-ACK, seq {seq}, ACK {ack}"),
         What::Accepted {
@@ -242,4 +308,57 @@ pub fn describe(what: &What) -> String {
             if *requests == 1 { "" } else { "s" }
         ),
     }
+}
+
+/// Width of each side's column in [`side_by_side`].
+const COLUMN: usize = 60;
+
+/// Two ends' journeys in one timeline: `left` on the left, `right` on the right, each
+/// event on the line of its time (relative to the first event of either).
+pub fn side_by_side(left: (&str, &Kept), right: (&str, &Kept)) -> String {
+    use std::fmt::Write;
+    let mut rows: Vec<(i64, usize, usize, &Event)> = Vec::new();
+    for (side, kept) in [left.1, right.1].into_iter().enumerate() {
+        rows.extend(kept.events().enumerate().map(|(i, e)| (e.t_us, side, i, e)));
+    }
+    rows.sort_by_key(|&(t, side, i, _)| (t, side, i));
+    let start = rows.first().map_or(0, |r| r.0);
+    let mut s = String::new();
+    let _ = writeln!(s, "{:>10}   {:<COLUMN$} | {}", "ms", left.0, right.0);
+    let _ = writeln!(s, "{:>10}   {:-<COLUMN$} | {:-<COLUMN$}", "", "", "");
+    for (t, side, _, e) in rows {
+        let conn = e.conn.map(|c| format!("#{c} ")).unwrap_or_default();
+        let text = format!("{conn}{:<8} {}", e.stage.name(), describe(&e.what));
+        for (n, line) in wrap(&text, COLUMN).iter().enumerate() {
+            let time = if n == 0 {
+                format!("{:+10.3}", (t - start) as f64 / 1000.0)
+            } else {
+                String::new()
+            };
+            let _ = if side == 0 {
+                writeln!(s, "{time:>10}   {line:<COLUMN$} |")
+            } else {
+                writeln!(s, "{time:>10}   {:<COLUMN$} | {line}", "")
+            };
+        }
+    }
+    s
+}
+
+/// Splits `text` into lines of at most `width` characters, at spaces where it can.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+            line.push_str("  ");
+        }
+        if !line.is_empty() && !line.ends_with("  ") {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    lines.push(line);
+    lines
 }

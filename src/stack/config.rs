@@ -2,7 +2,9 @@
 
 use std::net::Ipv4Addr;
 
+use crate::clock::Clock;
 use crate::device::DeviceCounters;
+use crate::faults::FaultConfig;
 use crate::http::Limits;
 use crate::session::Timeouts;
 
@@ -44,6 +46,8 @@ pub struct Config {
     pub addr: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Ipv4Addr,
+    /// Whether the stack listens at all: a client-only stack (`fetch`) does not.
+    pub listen: bool,
     pub http_port: u16,
     /// The HTTPS listener's port, if HTTPS is served.
     pub https_port: Option<u16>,
@@ -64,12 +68,18 @@ pub struct Config {
     pub dns_port: Option<u16>,
     /// The names the DNS responder answers with the stack's address.
     pub dns_names: Vec<String>,
+    /// The clock the stack reads: the wall clock, or the simulation's virtual one.
+    pub clock: Clock,
+    /// Faults injected between the capture and the stack.
+    pub faults: FaultConfig,
 }
 
 impl Config {
     /// The ports with an accept queue: HTTP, and HTTPS if served.
     pub fn listening_ports(&self) -> impl Iterator<Item = u16> + use<> {
-        std::iter::once(self.http_port).chain(self.https_port)
+        let listen = self.listen;
+        let http = Some(self.http_port).filter(|_| listen);
+        http.into_iter().chain(self.https_port.filter(|_| listen))
     }
 }
 
@@ -79,6 +89,7 @@ impl Default for Config {
             addr: Ipv4Addr::new(10, 77, 0, 2),
             prefix: 24,
             gateway: Ipv4Addr::new(10, 77, 0, 1),
+            listen: true,
             http_port: 80,
             https_port: None,
             tls: None,
@@ -93,6 +104,8 @@ impl Default for Config {
             seed: 0,
             dns_port: Some(53),
             dns_names: vec!["synack.test".into()],
+            clock: Clock::Real,
+            faults: FaultConfig::default(),
         }
     }
 }

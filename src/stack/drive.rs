@@ -6,7 +6,7 @@ use smoltcp::time::Instant;
 
 use crate::app::App;
 use crate::journey::{Journal, Stage, What};
-use crate::session::Session;
+use crate::session::Conversation;
 
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Drive {
@@ -18,7 +18,7 @@ pub(super) enum Drive {
 /// and our FIN once the session is done.
 pub(super) fn drive(
     sock: &mut tcp::Socket<'_>,
-    session: &mut Session,
+    session: &mut dyn Conversation,
     now: Instant,
     app: &App,
     journal: &mut Journal,

@@ -24,12 +24,13 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 
 use crate::app::App;
 use crate::capture::{Attach, Note, Tap};
-use crate::clock;
 use crate::device::Link;
+use crate::faults::Faults;
 use crate::journey::{ConnId, Journal, Stage, What};
 use crate::observe::{FourTuple, Observed};
-use crate::session::Session;
+use crate::session::{Conversation, ServerSession};
 
+mod client;
 mod config;
 mod drive;
 mod gate;
@@ -40,6 +41,7 @@ mod table;
 pub use config::{Config, Counters, limits};
 use drive::{Drive, drive};
 
+pub use client::{ConnStatus, Ended, LookupId};
 pub use gate::Gate;
 
 /// Inbound packets handled per turn before the loop serves sessions and sends: a flood
@@ -57,6 +59,8 @@ pub enum StackError {
     Wait(std::io::Error),
     #[error("cannot listen for DNS on UDP port {0}")]
     DnsPort(u16),
+    #[error("cannot connect to {0}: {1}")]
+    Connect(SocketAddrV4, String),
 }
 
 /// One smoltcp socket and what it carries.
@@ -79,14 +83,17 @@ struct Conn {
     /// When we sent our FIN (entered FIN-WAIT-1 or LAST-ACK), if we have.
     closed_at: Option<Instant>,
     /// `None` while the connection waits in the accept queue.
-    session: Option<Session>,
+    session: Option<Box<dyn Conversation>>,
+    /// It reached ESTABLISHED; the peer reset it (for the opener of a client connection).
+    established: bool,
+    reset_by_peer: bool,
 }
 
 pub struct Stack<L: Link> {
     cfg: Config,
     iface: Interface,
     sockets: SocketSet<'static>,
-    dev: Gate<Tap<L>>,
+    dev: Gate<Faults<L>>,
     slots: Vec<Slot>,
     app: App,
     journal: Journal,
@@ -96,6 +103,12 @@ pub struct Stack<L: Link> {
     /// CLOSED sockets kept for reuse as listeners (at most `backlog`).
     spare: Vec<SocketHandle>,
     resolver: Option<resolver::Resolver>,
+    /// The DNS client socket, made on the first lookup (`fetch`).
+    lookups: Option<client::Lookups>,
+    /// How the connections we opened ended, for their openers.
+    ended: Vec<(ConnId, client::Ended)>,
+    /// Ephemeral ports handed out so far (the next is derived from the seed and this).
+    ports_used: u32,
     counters: Counters,
     last_error_log: Option<Instant>,
 }
@@ -131,10 +144,10 @@ impl<L: Link> Stack<L> {
         journal: Journal,
     ) -> Result<Self, StackError> {
         link.set_dns_port(cfg.dns_port);
-        let mut dev = Gate::new(link);
+        let mut dev = Gate::new(Faults::new(link, cfg.faults));
         let mut iface_cfg = IfaceConfig::new(HardwareAddress::Ip);
         iface_cfg.random_seed = cfg.seed;
-        let mut iface = Interface::new(iface_cfg, &mut dev, clock::now());
+        let mut iface = Interface::new(iface_cfg, &mut dev, cfg.clock.now());
         iface.update_ip_addrs(|addrs| {
             let cidr = IpCidr::new(IpAddress::Ipv4(cfg.addr), cfg.prefix);
             // The interface has room for one address; a fresh one is empty.
@@ -154,6 +167,9 @@ impl<L: Link> Stack<L> {
             dropped: Vec::new(),
             spare: Vec::new(),
             resolver: None,
+            lookups: None,
+            ended: Vec::new(),
+            ports_used: 0,
             counters: Counters::default(),
             last_error_log: None,
         };
@@ -164,6 +180,15 @@ impl<L: Link> Stack<L> {
         }
         stack.refill();
         Ok(stack)
+    }
+
+    fn tap_mut(&mut self) -> &mut Tap<L> {
+        self.dev.inner_mut().tap_mut()
+    }
+
+    /// What the fault injector did so far.
+    pub fn fault_counters(&self) -> crate::faults::FaultCounters {
+        self.dev.inner().fault_counters()
     }
 
     /// The snapshot `GET /stats` shows.
@@ -207,34 +232,52 @@ impl<L: Link> Stack<L> {
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), StackError> {
         while !stop.load(Ordering::Relaxed) {
             self.step()?;
-            let now = clock::now();
-            // Both are cheap when there is nothing to write; the capture rate-limits itself.
-            self.journal.flush();
-            self.dev.inner_mut().idle(now);
-            let wait = self.next_wait(now);
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            self.dev.wait(wait).map_err(StackError::Wait)?;
+            self.pause()?;
         }
         Ok(())
+    }
+
+    /// Between two steps: writes out what the journal and capture hold, then sleeps on
+    /// the device until a packet comes or the next deadline.
+    pub fn pause(&mut self) -> Result<(), StackError> {
+        let now = self.cfg.clock.now();
+        self.settle(now);
+        let wait = self.next_wait(now);
+        self.dev.wait(wait).map_err(StackError::Wait)
+    }
+
+    /// Lets the journal and the capture catch up while the stack has nothing to do.
+    pub fn settle(&mut self, now: Instant) {
+        // Both are cheap when there is nothing to write; the capture rate-limits itself.
+        self.journal.flush();
+        self.tap_mut().idle(now);
+    }
+
+    /// The journal, for a keeping journal's records once the run is over.
+    pub fn journal_mut(&mut self) -> &mut Journal {
+        &mut self.journal
     }
 
     /// One turn of the loop, without sleeping.
     pub fn step(&mut self) -> Result<(), StackError> {
         for _ in 0..INGRESS_BUDGET {
-            let now = clock::now();
+            let now = self.cfg.clock.now();
             let result = self
                 .iface
                 .poll_ingress_single(now, &mut self.dev, &mut self.sockets);
-            if result == PollIngressSingleResult::None && !self.dev.has_dropped() {
+            let swallowed = self.dev.inner_mut().take_swallowed();
+            if result == PollIngressSingleResult::None && !self.dev.has_dropped() && !swallowed {
                 break;
             }
             self.after_ingress(now);
         }
-        let now = clock::now();
+        let now = self.cfg.clock.now();
         self.app.set_stats(self.stats());
         self.serve(now);
+        self.poll_lookups(now);
         if let Some(resolver) = self.resolver.as_mut() {
             resolver.serve(
                 &mut self.sockets,
@@ -248,14 +291,15 @@ impl<L: Link> Stack<L> {
         if let Some(keylog) = &self.cfg.keylog {
             let lines = keylog.take();
             if !lines.is_empty() {
-                self.dev.inner_mut().write_secrets(&lines);
+                self.tap_mut().write_secrets(&lines);
             }
         }
-        // Transitions seen now were caused by the application (close): they show on the
-        // FIN or RST that tells the peer.
-        self.scan_states(now, Some(Attach::NextFinOrRst));
+        self.dev.inner_mut().release(now);
+        // Transitions seen now were caused by the application (open, close): they show on
+        // the SYN, FIN or RST that tells the peer.
+        self.scan_states(now, Some(Attach::NextControl));
         loop {
-            let now = clock::now();
+            let now = self.cfg.clock.now();
             let result = self
                 .iface
                 .poll_egress(now, &mut self.dev, &mut self.sockets);
@@ -265,7 +309,7 @@ impl<L: Link> Stack<L> {
                 break;
             }
         }
-        let now = clock::now();
+        let now = self.cfg.clock.now();
         // Transitions seen now were caused by timers (TIME-WAIT expiring, retransmissions
         // given up): no packet carries them, the journal does.
         self.scan_states(now, None);
@@ -280,12 +324,14 @@ impl<L: Link> Stack<L> {
         let conns = self.slots.iter().filter_map(|s| s.conn.as_ref());
         let sessions = conns.clone().filter_map(|c| c.session.as_ref()?.deadline());
         let fin_timers = conns.filter_map(|c| Some(c.closed_at? + limits::FIN_TIMEOUT.into()));
-        let capture = self.dev.inner().sync_deadline();
+        let capture = self.dev.inner().tap().sync_deadline();
+        let faults = self.dev.inner().next_due();
         let next = smoltcp
             .into_iter()
             .chain(sessions)
             .chain(fin_timers)
             .chain(capture)
+            .chain(faults)
             .min()?;
         Some(if next > now {
             Duration::from_micros((next - now).total_micros())
@@ -318,14 +364,15 @@ impl<L: Link> Stack<L> {
             });
         }
         self.absorb_observed(now);
-        if let Some(segment) = self.dev.inner_mut().take_last_inbound() {
+        if let Some(segment) = self.tap_mut().take_last_inbound() {
             self.scan_states_of(now, Some(Attach::Inbound), Some(segment));
         }
         self.flush_capture();
     }
 
     fn flush_capture(&mut self) {
-        self.dev.inner_mut().flush(&mut self.notes);
+        let notes = &mut self.notes;
+        self.dev.inner_mut().tap_mut().flush(notes);
     }
 
     /// Takes connections off the accept queue and moves bytes for every session.
@@ -362,11 +409,11 @@ impl<L: Link> Stack<L> {
                     .filter(|_| self.cfg.https_port == Some(port));
                 let session = match tls {
                     Some(config) => {
-                        Session::with_tls(conn.id, limits, timeouts, now, config.clone())
+                        ServerSession::with_tls(conn.id, limits, timeouts, now, config.clone())
                     }
-                    None => Session::new(conn.id, limits, timeouts, now),
+                    None => ServerSession::new(conn.id, limits, timeouts, now),
                 };
-                conn.session = Some(session);
+                conn.session = Some(Box::new(session));
                 sock.set_timeout(Some(limits::DEAD_PEER_TIMEOUT.into()));
                 let id = conn.id;
                 let (waiting, free) = self.queue(self.slots[idx].port);
@@ -382,13 +429,18 @@ impl<L: Link> Stack<L> {
                 );
             }
             let sock = self.sockets.get_mut::<tcp::Socket>(handle);
+            // A connection we opened has its conversation from the start; it speaks once
+            // the handshake is done (before that, may_recv() reads as the peer's FIN).
+            if sock.state() == tcp::State::SynSent {
+                continue;
+            }
             let Some(conn) = self.slots[idx].conn.as_mut() else {
                 continue;
             };
             let Some(session) = conn.session.as_mut() else {
                 continue;
             };
-            if drive(sock, session, now, &self.app, &mut self.journal) == Drive::Aborted {
+            if drive(sock, session.as_mut(), now, &self.app, &mut self.journal) == Drive::Aborted {
                 self.counters.aborted_streams += 1;
             }
         }
@@ -400,7 +452,7 @@ impl<L: Link> Stack<L> {
             {
                 session.poll_timeout(now, &mut self.journal);
                 let sock = self.sockets.get_mut::<tcp::Socket>(slot.handle);
-                drive(sock, session, now, &self.app, &mut self.journal);
+                drive(sock, session.as_mut(), now, &self.app, &mut self.journal);
             }
         }
     }
@@ -428,7 +480,19 @@ impl<L: Link> Stack<L> {
     /// Stops serving: resets every open connection so peers are not left waiting (the RSTs
     /// are captured), writes what is held, and closes the journey of each connection.
     pub fn shutdown(&mut self) -> std::io::Result<Option<(std::path::PathBuf, u64)>> {
-        let now = clock::now();
+        // What the device already holds (an ACK of our last FIN, say) is read first, so
+        // the capture and the journal end with the replies that were in flight.
+        for _ in 0..INGRESS_BUDGET {
+            let now = self.cfg.clock.now();
+            let result = self
+                .iface
+                .poll_ingress_single(now, &mut self.dev, &mut self.sockets);
+            if result == PollIngressSingleResult::None {
+                break;
+            }
+            self.after_ingress(now);
+        }
+        let now = self.cfg.clock.now();
         for slot in &self.slots {
             let sock = self.sockets.get_mut::<tcp::Socket>(slot.handle);
             if slot.conn.is_some()
@@ -437,7 +501,7 @@ impl<L: Link> Stack<L> {
                 sock.abort();
             }
         }
-        self.scan_states(now, Some(Attach::NextFinOrRst));
+        self.scan_states(now, Some(Attach::NextControl));
         while self
             .iface
             .poll_egress(now, &mut self.dev, &mut self.sockets)
@@ -452,6 +516,6 @@ impl<L: Link> Stack<L> {
             self.end_conn(idx, now);
         }
         self.journal.close_all();
-        self.dev.inner_mut().finish()
+        self.tap_mut().finish()
     }
 }

@@ -13,7 +13,10 @@ use crate::observe::{Direction, FourTuple, Role};
 impl<L: Link> Stack<L> {
     /// Turns the segments the observer found meaningful into journey events.
     pub(super) fn absorb_observed(&mut self, now: Instant) {
-        self.dev.inner_mut().take_observed(&mut self.observed);
+        self.dev
+            .inner_mut()
+            .tap_mut()
+            .take_observed(&mut self.observed);
         for i in 0..self.observed.len() {
             let o = self.observed[i];
             let tuple = o.tuple();
@@ -49,6 +52,38 @@ impl<L: Link> Stack<L> {
                 continue;
             };
             let what = match (o.role, o.dir) {
+                // Our active open (fetch): our SYN, the server's SYN-ACK, our ACK.
+                (Role::Syn, Direction::Out) => {
+                    if let Some(rec) = self.journal.get_mut(id) {
+                        rec.handshake.client_isn = Some(s.seq);
+                        rec.handshake.client_window = Some(s.window);
+                        rec.handshake.client_options = s.options;
+                    }
+                    What::SynSent {
+                        local: tuple.local,
+                        remote: tuple.remote,
+                        isn: s.seq,
+                        window: s.window,
+                        options: s.options,
+                    }
+                }
+                (Role::SynAck, Direction::In) => {
+                    if let Some(rec) = self.journal.get_mut(id) {
+                        rec.handshake.server_isn = Some(s.seq);
+                        rec.handshake.server_window = Some(s.window);
+                        rec.handshake.server_options = s.options;
+                    }
+                    What::SynAckReceived {
+                        isn: s.seq,
+                        ack: s.ack,
+                        window: s.window,
+                        options: s.options,
+                    }
+                }
+                (Role::HandshakeAck, Direction::Out) => What::AckSent {
+                    seq: s.seq,
+                    ack: s.ack,
+                },
                 (Role::SynAck, Direction::Out) => {
                     if let Some(rec) = self.journal.get_mut(id) {
                         rec.handshake.server_isn = Some(s.seq);
@@ -85,10 +120,27 @@ impl<L: Link> Stack<L> {
                     }
                 }
                 (Role::AckOfFin, dir) => What::FinAcked { dir, ack: s.ack },
-                (Role::Rst, dir) => What::Rst { dir, seq: s.seq },
+                (Role::Rst, dir) => {
+                    if dir == Direction::In
+                        && let Some(conn) = self
+                            .slots
+                            .iter_mut()
+                            .find_map(|s| s.conn.as_mut().filter(|c| c.tuple == tuple))
+                    {
+                        conn.reset_by_peer = true;
+                    }
+                    What::Rst { dir, seq: s.seq }
+                }
                 _ => continue,
             };
-            let stage = if matches!(what, What::SynAck { .. } | What::HandshakeAck { .. }) {
+            let stage = if matches!(
+                what,
+                What::SynAck { .. }
+                    | What::HandshakeAck { .. }
+                    | What::SynSent { .. }
+                    | What::SynAckReceived { .. }
+                    | What::AckSent { .. }
+            ) {
                 Stage::Connect
             } else {
                 Stage::Close
@@ -133,6 +185,8 @@ impl<L: Link> Stack<L> {
             time_wait_since: None,
             closed_at: None,
             session: None,
+            established: false,
+            reset_by_peer: false,
         });
         id
     }
@@ -180,6 +234,7 @@ impl<L: Link> Stack<L> {
                 continue;
             };
             match new {
+                tcp::State::Established => conn.established = true,
                 tcp::State::TimeWait => conn.time_wait_since = Some(now),
                 tcp::State::FinWait1 | tcp::State::LastAck => conn.closed_at = Some(now),
                 _ => {}
@@ -187,7 +242,7 @@ impl<L: Link> Stack<L> {
             let (id, tuple) = (conn.id, conn.tuple);
             let (from, to) = (state_name(old), state_name(new));
             let stage = match new {
-                tcp::State::SynReceived | tcp::State::Established
+                tcp::State::SynSent | tcp::State::SynReceived | tcp::State::Established
                     if old != tcp::State::CloseWait =>
                 {
                     Stage::Connect
@@ -226,6 +281,14 @@ impl<L: Link> Stack<L> {
         let Some(conn) = self.slots[idx].conn.take() else {
             return;
         };
+        if self.slots[idx].port == 0 {
+            let ended = super::Ended {
+                established: conn.established,
+                reset_by_peer: conn.reset_by_peer,
+                time_wait: conn.time_wait_since.is_some(),
+            };
+            self.ended.push((conn.id, ended));
+        }
         let (bytes_in, bytes_out, requests) = self
             .journal
             .get(conn.id)

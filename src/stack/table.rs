@@ -84,7 +84,7 @@ impl<L: Link> Stack<L> {
             );
             self.notes.push(Note {
                 tuple: conn.tuple,
-                attach: Attach::NextFinOrRst,
+                attach: Attach::NextControl,
                 text: format!("reset: still {state} {secs} s after our FIN (tcp_fin_timeout)"),
             });
             self.sockets.get_mut::<tcp::Socket>(slot.handle).abort();

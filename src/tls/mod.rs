@@ -1,8 +1,6 @@
-//! TLS for the HTTP server, sans-IO: rustls between the TCP byte stream and the same HTTP
-//! code that serves plain text. TLS bytes in, plaintext out; plaintext in, TLS bytes out.
-//! Nothing here touches a socket or a clock.
-//!
-//! Not yet wired to a listener: issue 3 puts it on `--https-port` (see the notes there).
+//! TLS for the HTTP server and client, sans-IO: rustls between the TCP byte stream and
+//! the same HTTP code that speaks plain text. TLS bytes in, plaintext out; plaintext in,
+//! TLS bytes out. Nothing here touches a socket or a clock.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -10,9 +8,11 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+pub mod seeded;
+
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::{ServerConfig, ServerConnection};
+use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 
 /// ALPN: HTTP/1.1 only (RFC 7301).
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
@@ -36,6 +36,10 @@ pub enum TlsError {
     },
     #[error("cannot generate a certificate: {0}")]
     Generate(String),
+    #[error(
+        "cannot read --cacert {path}: {reason}; give the server's certificate (or its CA's) as PEM"
+    )]
+    Roots { path: String, reason: String },
 }
 
 /// A certificate chain and its key, ready for rustls, and the PEM clients can trust.
@@ -57,6 +61,19 @@ impl std::fmt::Debug for Identity {
 /// A self-signed certificate for `names` and `ip` (every one a subject alternative name,
 /// RFC 5280 §4.2.1.6), with a fresh P-256 key.
 pub fn generate(names: &[String], ip: Ipv4Addr) -> Result<Identity, TlsError> {
+    let key = rcgen::KeyPair::generate().map_err(|e| TlsError::Generate(e.to_string()))?;
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    self_signed(names, ip, &key, der)
+}
+
+/// The certificate for `names` and `ip`, signed by its own `key` (`der` is the same key
+/// for rustls).
+fn self_signed(
+    names: &[String],
+    ip: Ipv4Addr,
+    key: &rcgen::KeyPair,
+    der: PrivateKeyDer<'static>,
+) -> Result<Identity, TlsError> {
     let err = |e: rcgen::Error| TlsError::Generate(e.to_string());
     let mut sans: Vec<String> = names.to_vec();
     sans.push(ip.to_string());
@@ -68,11 +85,10 @@ pub fn generate(names: &[String], ip: Ipv4Addr) -> Result<Identity, TlsError> {
     params
         .distinguished_name
         .push(rcgen::DnType::OrganizationName, "synack (self-signed)");
-    let key = rcgen::KeyPair::generate().map_err(err)?;
-    let cert = params.self_signed(&key).map_err(err)?;
+    let cert = params.self_signed(key).map_err(err)?;
     Ok(Identity {
         chain: vec![cert.der().clone()],
-        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        key: der,
         cert_pem: cert.pem(),
     })
 }
@@ -156,7 +172,19 @@ pub fn server_config(
     id: &Identity,
     keylog: Option<Arc<KeyLogLines>>,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    server_config_with(
+        id,
+        keylog,
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+}
+
+/// As [`server_config`], with a given crypto provider (a seeded one for `demo`).
+pub fn server_config_with(
+    id: &Identity,
+    keylog: Option<Arc<KeyLogLines>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
@@ -166,6 +194,111 @@ pub fn server_config(
         config.key_log = keylog;
     }
     Ok(Arc::new(config))
+}
+
+/// Reads the certificates a client trusts (`--cacert`): one or more PEM certificates.
+pub fn load_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let err = |reason: String| TlsError::Roots {
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(format!("not PEM ({e})")))?;
+    if certs.is_empty() {
+        return Err(err("no CERTIFICATE block in it".into()));
+    }
+    Ok(certs)
+}
+
+/// Whom a client trusts.
+pub enum Trust {
+    /// These certificates as roots (`--cacert`): there are no public roots here.
+    Roots(Vec<CertificateDer<'static>>),
+    /// Any certificate at all (`--insecure`): the handshake's signatures are still
+    /// checked, but nothing says the key belongs to the name.
+    Anyone,
+}
+
+/// The client's TLS configuration: TLS 1.3 and 1.2, ALPN `http/1.1`, the key log if asked.
+pub fn client_config(
+    trust: Trust,
+    keylog: Option<Arc<KeyLogLines>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let err = |e: rustls::Error| TlsError::Generate(e.to_string());
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(err)?;
+    let mut config = match trust {
+        Trust::Roots(certs) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certs {
+                roots.add(cert).map_err(err)?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        Trust::Anyone => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+            .with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    if let Some(keylog) = keylog {
+        config.key_log = keylog;
+    }
+    Ok(Arc::new(config))
+}
+
+/// `--insecure`: takes any certificate for any name, but still checks that the server
+/// holds the key of the certificate it sent.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// What the handshake settled on, for the journey's decrypt stage.
@@ -179,7 +312,9 @@ pub struct Negotiated {
 
 /// One connection's TLS: records in, plaintext out, and back.
 pub struct TlsSession {
-    conn: ServerConnection,
+    conn: Connection,
+    /// The name the client asked for (SNI), on the client's side.
+    server_name: Option<String>,
     /// The peer sent close_notify: no more plaintext will come.
     peer_closed: bool,
 }
@@ -191,13 +326,28 @@ pub struct TlsSession {
 pub struct TlsFailed(pub String);
 
 impl TlsSession {
-    pub fn new(config: Arc<ServerConfig>) -> Result<Self, TlsFailed> {
-        let mut conn = ServerConnection::new(config).map_err(|e| TlsFailed(e.to_string()))?;
+    /// The server's side of a connection.
+    pub fn server(config: Arc<ServerConfig>) -> Result<Self, TlsFailed> {
+        let conn = ServerConnection::new(config).map_err(|e| TlsFailed(e.to_string()))?;
+        Ok(Self::with(Connection::Server(conn), None))
+    }
+
+    /// The client's side, for `name` (sent as SNI and checked against the certificate).
+    pub fn client(config: Arc<ClientConfig>, name: &str) -> Result<Self, TlsFailed> {
+        let server_name = rustls::pki_types::ServerName::try_from(name.to_owned())
+            .map_err(|e| TlsFailed(format!("{name:?} cannot be a TLS server name: {e}")))?;
+        let conn =
+            ClientConnection::new(config, server_name).map_err(|e| TlsFailed(e.to_string()))?;
+        Ok(Self::with(Connection::Client(conn), Some(name.to_owned())))
+    }
+
+    fn with(mut conn: Connection, server_name: Option<String>) -> Self {
         conn.set_buffer_limit(Some(PLAINTEXT_LIMIT));
-        Ok(TlsSession {
+        TlsSession {
             conn,
+            server_name,
             peer_closed: false,
-        })
+        }
     }
 
     /// Takes TLS records from the network; returns how many bytes it took. Decrypted
@@ -278,7 +428,10 @@ impl TlsSession {
                 .conn
                 .negotiated_cipher_suite()
                 .map_or_else(String::new, |s| format!("{:?}", s.suite())),
-            sni: self.conn.server_name().map(str::to_owned),
+            sni: match &self.conn {
+                Connection::Server(c) => c.server_name().map(str::to_owned),
+                Connection::Client(_) => self.server_name.clone(),
+            },
             alpn: self
                 .conn
                 .alpn_protocol()
@@ -345,7 +498,7 @@ mod tests {
     ) -> (ClientConnection, TlsSession, Arc<KeyLogLines>) {
         let id = generate(&["synack.test".into()], Ipv4Addr::new(10, 77, 0, 2)).unwrap();
         let keylog = Arc::new(KeyLogLines::default());
-        let mut s = TlsSession::new(server_config(&id, Some(keylog.clone())).unwrap()).unwrap();
+        let mut s = TlsSession::server(server_config(&id, Some(keylog.clone())).unwrap()).unwrap();
         let mut c = client(&id, versions, "synack.test");
         pump(&mut c, &mut s);
         assert!(!c.is_handshaking() && !s.is_handshaking());
@@ -404,11 +557,11 @@ mod tests {
     fn plaintext_or_garbage_is_an_error_not_a_panic() {
         let id = generate(&["synack.test".into()], Ipv4Addr::new(10, 77, 0, 2)).unwrap();
         let config = server_config(&id, None).unwrap();
-        let mut s = TlsSession::new(config.clone()).unwrap();
+        let mut s = TlsSession::server(config.clone()).unwrap();
         assert!(s.receive(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_err());
         let mut buf = [0u8; 256];
         assert!(s.transmit(&mut buf) > 0, "an alert goes back");
-        let mut s = TlsSession::new(config).unwrap();
+        let mut s = TlsSession::server(config).unwrap();
         assert!(s.receive(&[0x42; 100]).is_err(), "not a TLS record at all");
     }
 

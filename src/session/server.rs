@@ -1,11 +1,8 @@
-//! One connection's conversation: TCP bytes in, HTTP requests decoded in order, handled,
-//! and responses encoded back out, one at a time, so pipelined requests are answered in
-//! the order they came (RFC 9112 §9.3.2).
-//!
-//! The session never sees a socket: the stack hands it bytes and lends it buffers.
+//! The server's side of a connection: TCP bytes in, HTTP requests decoded in order,
+//! handled, and responses encoded back out, one at a time, so pipelined requests are
+//! answered in the order they came (RFC 9112 §9.3.2).
 
 use std::io;
-use std::time::Duration;
 
 use smoltcp::time::Instant;
 
@@ -18,38 +15,10 @@ use crate::http::{Decoded, Limits, Outgoing, RequestDecoder, Response, Version};
 use crate::journey::{ConnId, Journal, Stage, What};
 use crate::tls::TlsSession;
 
-/// How long a client may take to send one request, from its first byte. Past this it
-/// gets 408 and the connection closes: a slowloris client cannot hold a slot forever.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+use super::tls_layer::{TLS_PIECE, TlsLayer};
+use super::{Conversation, Finished, Timeouts};
 
-/// How long a kept-alive connection may sit idle between requests before it gets 408
-/// and is closed. Browsers keep idle connections for about a minute; half that is
-/// common on servers.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    pub request: Duration,
-    pub idle: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            request: DEFAULT_REQUEST_TIMEOUT,
-            idle: DEFAULT_IDLE_TIMEOUT,
-        }
-    }
-}
-
-/// A response that has been completely handed to the stack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Finished {
-    pub status: u16,
-    pub wire_bytes: u64,
-}
-
-pub struct Session {
+pub struct ServerSession {
     id: ConnId,
     decoder: RequestDecoder,
     current: Option<Outgoing>,
@@ -65,35 +34,12 @@ pub struct Session {
     /// The Date header value, rebuilt once a second at most.
     date: (i64, String),
     /// TLS between the TCP bytes and HTTP, on the HTTPS port.
-    tls: Option<Tls>,
+    tls: Option<TlsLayer>,
 }
 
-/// The TLS part of a session: rustls, plus the plaintext waiting to go into it.
-struct Tls {
-    conn: TlsSession,
-    /// Response plaintext taken from the encoder and not yet taken by rustls.
-    plain: Vec<u8>,
-    plain_sent: usize,
-    /// Request plaintext on its way from rustls to the decoder.
-    scratch: Vec<u8>,
-    started: Instant,
-    established: bool,
-    /// Our close_notify is queued.
-    notified: bool,
-    /// Bytes of TLS records sent, and of plaintext encrypted, since the last response.
-    records_out: u64,
-    plain_out: u64,
-    /// Bytes of TLS records taken, and of plaintext they opened, since the last event.
-    records_in: u64,
-    plain_in: u64,
-}
-
-/// Plaintext is moved in pieces this big: one TLS record's worth (RFC 8446 §5.1).
-const TLS_PIECE: usize = 16 * 1024;
-
-impl Session {
+impl ServerSession {
     pub fn new(id: ConnId, limits: Limits, timeouts: Timeouts, now: Instant) -> Self {
-        Session {
+        ServerSession {
             id,
             decoder: RequestDecoder::new(limits),
             current: None,
@@ -118,68 +64,14 @@ impl Session {
         config: Arc<ServerConfig>,
     ) -> Self {
         let mut session = Self::new(id, limits, timeouts, now);
-        match TlsSession::new(config) {
-            Ok(conn) => {
-                session.tls = Some(Tls {
-                    conn,
-                    plain: Vec::with_capacity(TLS_PIECE),
-                    plain_sent: 0,
-                    scratch: vec![0; TLS_PIECE],
-                    started: now,
-                    established: false,
-                    notified: false,
-                    records_out: 0,
-                    plain_out: 0,
-                    records_in: 0,
-                    plain_in: 0,
-                });
-            }
+        match TlsSession::server(config) {
+            Ok(conn) => session.tls = Some(TlsLayer::new(conn, now)),
             Err(e) => {
                 log::warn!("connection #{id}: {e}");
                 session.closing = true;
             }
         }
         session
-    }
-
-    pub fn id(&self) -> ConnId {
-        self.id
-    }
-
-    /// How many bytes the session takes now. Zero while it is closing or its buffer is
-    /// full: the bytes stay in the socket and the advertised window shrinks.
-    pub fn room(&self) -> usize {
-        if self.closing { 0 } else { self.decoder.room() }
-    }
-
-    /// Takes request bytes (TLS records on the HTTPS port); returns how many it took.
-    pub fn input(&mut self, data: &[u8], now: Instant) -> usize {
-        if self.closing {
-            return 0;
-        }
-        if let Some(tls) = self.tls.as_mut() {
-            let taken = match tls.conn.receive(data) {
-                Ok(n) => n,
-                Err(e) => {
-                    // rustls has queued the alert; send it, then close (RFC 8446 §6.2).
-                    log::info!("connection #{}: {e}", self.id);
-                    self.closing = true;
-                    tls.notified = true;
-                    return data.len();
-                }
-            };
-            tls.records_in += taken as u64;
-            if tls.conn.peer_closed() {
-                self.peer_eof = true;
-            }
-            self.pump_plaintext(now);
-            return taken;
-        }
-        let n = self.decoder.input(data);
-        if n > 0 && self.request_started.is_none() {
-            self.request_started = Some(now);
-        }
-        n
     }
 
     /// Moves decrypted request bytes from rustls into the decoder, as far as it has room.
@@ -199,63 +91,6 @@ impl Session {
             if self.request_started.is_none() {
                 self.request_started = Some(now);
             }
-        }
-    }
-
-    /// TLS journey events: the handshake's outcome once, when it completes, then what each
-    /// batch of records opened into.
-    fn record_tls(&mut self, now: Instant, journal: &mut Journal) {
-        let Some(tls) = self.tls.as_mut() else { return };
-        if tls.established {
-            if tls.plain_in > 0 {
-                let what = What::Decrypted {
-                    record_bytes: tls.records_in,
-                    plaintext_bytes: tls.plain_in,
-                };
-                journal.record(Some(self.id), now.total_micros(), Stage::Decrypt, what);
-                tls.records_in = 0;
-                tls.plain_in = 0;
-            }
-            return;
-        }
-        if let Some(n) = tls.conn.negotiated() {
-            tls.established = true;
-            // From here on the counts are application data only.
-            tls.records_out = 0;
-            tls.plain_out = 0;
-            journal.record(
-                Some(self.id),
-                now.total_micros(),
-                Stage::Decrypt,
-                What::TlsEstablished {
-                    version: n.version,
-                    cipher: n.cipher,
-                    sni: n.sni,
-                    alpn: n.alpn,
-                    handshake_us: (now - tls.started).total_micros(),
-                },
-            );
-        }
-    }
-
-    /// The peer sent FIN: what is buffered is all there will be.
-    pub fn peer_closed(&mut self) {
-        self.peer_eof = true;
-    }
-
-    /// Decodes and answers requests for as long as no response is in flight.
-    pub fn process(&mut self, now: Instant, app: &App, journal: &mut Journal) {
-        self.pump_plaintext(now);
-        self.record_tls(now, journal);
-        self.serve_requests(now, app, journal);
-        // The last response is handed over: our close_notify goes before our FIN.
-        if self.closing
-            && self.current.is_none()
-            && let Some(tls) = self.tls.as_mut()
-            && !tls.notified
-        {
-            tls.notified = true;
-            tls.conn.close();
         }
     }
 
@@ -386,28 +221,6 @@ impl Session {
         self.current = Some(out);
     }
 
-    pub fn has_output(&self) -> bool {
-        self.current.is_some()
-            || self
-                .tls
-                .as_ref()
-                .is_some_and(|t| t.plain_sent < t.plain.len() || t.conn.wants_transmit())
-    }
-
-    /// Fills `buf` with response bytes. An error means a streamed body failed after its
-    /// head was sent: the only honest thing left is to abort the connection.
-    pub fn output(&mut self, buf: &mut [u8], now: Instant) -> io::Result<usize> {
-        if self.tls.is_some() {
-            return self.output_tls(buf, now);
-        }
-        let Some(out) = self.current.as_mut() else {
-            return Ok(0);
-        };
-        let n = out.fill(buf)?;
-        self.after_fill(now);
-        Ok(n)
-    }
-
     /// On the HTTPS port: records out of rustls, fed with the encoder's plaintext.
     fn output_tls(&mut self, buf: &mut [u8], now: Instant) -> io::Result<usize> {
         let mut n = 0;
@@ -462,29 +275,112 @@ impl Session {
             self.current = None;
         }
     }
+}
+
+impl Conversation for ServerSession {
+    fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// How many bytes the session takes now. Zero while it is closing or its buffer is
+    /// full: the bytes stay in the socket and the advertised window shrinks.
+    fn room(&self) -> usize {
+        if self.closing { 0 } else { self.decoder.room() }
+    }
+
+    /// Takes request bytes (TLS records on the HTTPS port); returns how many it took.
+    fn input(&mut self, data: &[u8], now: Instant) -> usize {
+        if self.closing {
+            return 0;
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            let taken = match tls.conn.receive(data) {
+                Ok(n) => n,
+                Err(e) => {
+                    // rustls has queued the alert; send it, then close (RFC 8446 §6.2).
+                    log::info!("connection #{}: {e}", self.id);
+                    self.closing = true;
+                    tls.notified = true;
+                    return data.len();
+                }
+            };
+            tls.records_in += taken as u64;
+            if tls.conn.peer_closed() {
+                self.peer_eof = true;
+            }
+            self.pump_plaintext(now);
+            return taken;
+        }
+        let n = self.decoder.input(data);
+        if n > 0 && self.request_started.is_none() {
+            self.request_started = Some(now);
+        }
+        n
+    }
+
+    /// The peer sent FIN: what is buffered is all there will be.
+    fn peer_closed(&mut self) {
+        self.peer_eof = true;
+    }
+
+    /// Decodes and answers requests for as long as no response is in flight.
+    fn process(&mut self, now: Instant, app: &App, journal: &mut Journal) {
+        self.pump_plaintext(now);
+        if let Some(tls) = self.tls.as_mut() {
+            tls.record(self.id, now, journal);
+        }
+        self.serve_requests(now, app, journal);
+        // The last response is handed over: our close_notify goes before our FIN.
+        if self.closing
+            && self.current.is_none()
+            && let Some(tls) = self.tls.as_mut()
+            && !tls.notified
+        {
+            tls.notified = true;
+            tls.conn.close();
+        }
+    }
+
+    fn has_output(&self) -> bool {
+        self.current.is_some()
+            || self
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.plain_sent < t.plain.len() || t.conn.wants_transmit())
+    }
+
+    /// Fills `buf` with response bytes. An error means a streamed body failed after its
+    /// head was sent: the only honest thing left is to abort the connection.
+    fn output(&mut self, buf: &mut [u8], now: Instant) -> io::Result<usize> {
+        if self.tls.is_some() {
+            return self.output_tls(buf, now);
+        }
+        let Some(out) = self.current.as_mut() else {
+            return Ok(0);
+        };
+        let n = out.fill(buf)?;
+        self.after_fill(now);
+        Ok(n)
+    }
 
     /// The response that completed in the last [`output`](Self::output), once.
-    pub fn take_finished(&mut self) -> Option<Finished> {
+    fn take_finished(&mut self) -> Option<Finished> {
         self.finished.take()
     }
 
     /// Everything is sent and nothing more will be read: time for our FIN.
-    pub fn wants_close(&self) -> bool {
+    fn wants_close(&self) -> bool {
         self.closing && !self.has_output()
     }
 
     /// TLS bytes of records sent and of plaintext encrypted since the last call, if this
     /// session speaks TLS (for the journey's encrypt stage).
-    pub fn take_encrypted(&mut self) -> Option<(u64, u64)> {
-        let tls = self.tls.as_mut()?;
-        let counts = (tls.plain_out, tls.records_out);
-        tls.plain_out = 0;
-        tls.records_out = 0;
-        Some(counts)
+    fn take_encrypted(&mut self) -> Option<(u64, u64)> {
+        Some(self.tls.as_mut()?.take_encrypted())
     }
 
     /// When [`poll_timeout`](Self::poll_timeout) has something to do.
-    pub fn deadline(&self) -> Option<Instant> {
+    fn deadline(&self) -> Option<Instant> {
         if self.current.is_some() || self.closing {
             return None;
         }
@@ -495,7 +391,7 @@ impl Session {
     }
 
     /// Answers 408 and closes if the client took too long (RFC 9110 §15.5.9).
-    pub fn poll_timeout(&mut self, now: Instant, journal: &mut Journal) {
+    fn poll_timeout(&mut self, now: Instant, journal: &mut Journal) {
         let Some(deadline) = self.deadline() else {
             return;
         };
@@ -534,7 +430,7 @@ impl Session {
 mod tests {
     use super::*;
 
-    fn run(session: &mut Session, journal: &mut Journal, input: &[u8]) -> String {
+    fn run(session: &mut ServerSession, journal: &mut Journal, input: &[u8]) -> String {
         let now = Instant::from_secs(100);
         session.input(input, now);
         let app = App::default();
@@ -551,12 +447,12 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    fn setup() -> (Session, Journal) {
+    fn setup() -> (ServerSession, Journal) {
         let mut journal = Journal::silent();
         let local = "10.77.0.2:80".parse().unwrap();
         let id = journal.open(local, "10.77.0.1:5000".parse().unwrap(), 0);
         (
-            Session::new(
+            ServerSession::new(
                 id,
                 Limits::default(),
                 Timeouts::default(),
@@ -668,7 +564,8 @@ mod tests {
             0,
         );
         let now = Instant::from_secs(100);
-        let mut s = Session::with_tls(conn, Limits::default(), Timeouts::default(), now, config);
+        let mut s =
+            ServerSession::with_tls(conn, Limits::default(), Timeouts::default(), now, config);
         let app = App::default();
         client
             .writer()

@@ -1,0 +1,365 @@
+//! `synack demo`: the whole journey with no root, no TUN and no namespace. A client stack
+//! and a server stack (the same code as `fetch` and `serve`) joined by an in-memory link,
+//! stepped on one virtual clock, like quinn-proto's test `Pair`.
+//!
+//! The scenario: look up synack.test at the server's DNS responder, connect to 443, TLS,
+//! `GET /` and `POST /json` on the same kept-alive connection, a `/bytes` download, our
+//! close, the server's, and the client's TIME-WAIT. One capture holds every packet on the
+//! link (taken at the server's side, where the link's faults are), and the journey of both
+//! ends is printed side by side.
+//!
+//! Every random choice derives from `--seed`: ISNs and ports (smoltcp's seed and ours),
+//! TLS (see [`crate::tls::seeded`]), the certificate's key, the faults. The clock is
+//! virtual and starts at [`crate::clock::VIRTUAL_EPOCH`]. So the same seed gives the same
+//! capture, byte for byte, on every run and machine.
+
+use std::cell::RefCell;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use anyhow::Context;
+use smoltcp::time::Duration;
+
+use crate::app::App;
+use crate::capture::{self, PcapngSink, SinkInfo, Tap};
+use crate::cli::DemoArgs;
+use crate::clock::{Clock, VIRTUAL_EPOCH};
+use crate::device::memory;
+use crate::faults::{FaultConfig, FaultCounters};
+use crate::fetch::{Client, Plan, Report};
+use crate::http::encode::pattern_byte;
+use crate::journey::{Journal, Kept, render};
+use crate::session::{BodySink, ClientRequest};
+use crate::stack::{Config, Stack};
+use crate::tls::{self, KeyLogLines, Trust};
+
+pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+pub const SERVER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+pub const NAME: &str = "synack.test";
+
+/// Mixed into the seed for the client's stack ("client" in ASCII), so the two ends draw
+/// different ISNs from one `--seed`.
+const CLIENT_SEED_SALT: u64 = 0x636C_6965_6E74;
+
+/// The simulation gives up past this much virtual time (the scenario takes about 10 s,
+/// most of it TIME-WAIT).
+const VIRTUAL_LIMIT: Duration = Duration::from_secs(600);
+
+/// Turns of both stacks at one instant before the clock must move on; a guard against
+/// a loop that never settles.
+const MAX_TURNS_PER_INSTANT: usize = 10_000;
+
+/// What the scenario does.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub seed: u64,
+    pub download: u64,
+    pub mtu: usize,
+    pub rx_buf: usize,
+    pub tx_buf: usize,
+    pub faults: FaultConfig,
+    /// Where the capture goes; `None` for none.
+    pub capture: Option<PathBuf>,
+}
+
+/// What the scenario produced.
+pub struct Outcome {
+    /// The client's fetch: its exchanges, or why it failed.
+    pub report: Result<Report, crate::fetch::FetchError>,
+    /// Bodies of `GET /` and `POST /json`.
+    pub page: Vec<u8>,
+    pub json: Vec<u8>,
+    /// Bytes of the download that were not what the server's pattern says.
+    pub download_mismatches: u64,
+    pub client: Kept,
+    pub server: Kept,
+    pub faults: FaultCounters,
+    pub virtual_time: Duration,
+    /// The capture file and its packet count.
+    pub capture: Option<(PathBuf, u64)>,
+}
+
+/// Collects the scenario's bodies: the small ones whole, the download checked byte by
+/// byte against the pattern `/bytes` sends.
+#[derive(Default)]
+struct Bodies {
+    small: [Vec<u8>; 2],
+    download_len: u64,
+    mismatches: u64,
+}
+
+fn body_sink(bodies: Rc<RefCell<Bodies>>) -> BodySink {
+    Box::new(move |index, data| {
+        let mut b = bodies.borrow_mut();
+        if let Some(small) = b.small.get_mut(index) {
+            small.extend_from_slice(data);
+            return Ok(());
+        }
+        for &byte in data {
+            if byte != pattern_byte(b.download_len) {
+                b.mismatches += 1;
+            }
+            b.download_len += 1;
+        }
+        Ok(())
+    })
+}
+
+/// Runs the scenario to its end.
+pub fn simulate(scenario: &Scenario) -> anyhow::Result<Outcome> {
+    let clock = Clock::virtual_time();
+    let (client_port, server_port) = memory::pair(scenario.mtu);
+    let watch = client_port.watch();
+
+    // The server, as `serve` builds it, with a seeded identity and TLS.
+    let names = vec![NAME.to_owned()];
+    let identity = tls::seeded::identity(scenario.seed, &names, SERVER_ADDR)?;
+    let keylog = scenario
+        .capture
+        .as_ref()
+        .map(|_| Arc::new(KeyLogLines::default()));
+    let server_tls = tls::server_config_with(
+        &identity,
+        keylog.clone(),
+        tls::seeded::provider(scenario.seed, "server"),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot set up TLS: {e}"))?;
+    let sink = match &scenario.capture {
+        Some(path) => {
+            let info = SinkInfo {
+                interface: "demo-link",
+                description: format!(
+                    "synack demo: in-memory link between a client stack at {CLIENT_ADDR} and a server stack at {SERVER_ADDR}, seed {}, captured at the server",
+                    scenario.seed
+                ),
+            };
+            Some(PcapngSink::create(path, info).with_context(|| {
+                format!(
+                    "cannot create capture file {} (is the directory writable?)",
+                    path.display()
+                )
+            })?)
+        }
+        None => None,
+    };
+    let server_cfg = Config {
+        addr: SERVER_ADDR,
+        gateway: CLIENT_ADDR,
+        https_port: Some(443),
+        tls: Some(server_tls),
+        keylog,
+        rx_buf: scenario.rx_buf,
+        tx_buf: scenario.tx_buf,
+        seed: scenario.seed,
+        dns_names: names,
+        clock: clock.clone(),
+        faults: scenario.faults,
+        ..Config::default()
+    };
+    let mut server = Stack::new(
+        server_cfg,
+        Tap::new(server_port, sink),
+        App::default(),
+        Journal::keeping("server"),
+    )?;
+
+    // The client, as `fetch` builds it: no listeners, no responder.
+    let client_cfg = Config {
+        addr: CLIENT_ADDR,
+        gateway: SERVER_ADDR,
+        listen: false,
+        dns_port: None,
+        rx_buf: scenario.rx_buf,
+        tx_buf: scenario.tx_buf,
+        // Another stream from the same seed: the two ISNs differ.
+        seed: scenario.seed.rotate_left(32) ^ CLIENT_SEED_SALT,
+        clock: clock.clone(),
+        ..Config::default()
+    };
+    let mut client_stack = Stack::new(
+        client_cfg,
+        Tap::new(client_port, None),
+        App::default(),
+        Journal::keeping("client"),
+    )?;
+    let client_tls = tls::client_config(
+        Trust::Roots(identity.chain.clone()),
+        None,
+        tls::seeded::provider(scenario.seed, "client"),
+    )?;
+    let mut post = ClientRequest::get(NAME, "/json");
+    post.method = "POST".into();
+    post.headers
+        .push(("Content-Type".into(), "application/json".into()));
+    post.body = format!(
+        "{{\"journey\": \"demo\", \"seed\": {}, \"stages\": [\"resolve\", \"connect\", \"decrypt\", \"parse\", \"decode\"]}}",
+        scenario.seed
+    )
+    .into_bytes();
+    let plan = Plan {
+        host: NAME.into(),
+        ip: None,
+        resolver: SERVER_ADDR,
+        port: 443,
+        tls: Some(client_tls),
+        requests: vec![
+            ClientRequest::get(NAME, "/"),
+            post,
+            ClientRequest::get(NAME, &format!("/bytes/{}", scenario.download)),
+        ],
+        wait_time_wait: true,
+    };
+    let bodies = Rc::new(RefCell::new(Bodies::default()));
+    let mut client = Client::new(plan, body_sink(Rc::clone(&bodies)));
+
+    let result = loop {
+        let mut turns = 0;
+        let mut result = None;
+        loop {
+            client_stack.step()?;
+            server.step()?;
+            result = result.or_else(|| client.poll(&mut client_stack));
+            turns += 1;
+            if !watch.busy() || turns == MAX_TURNS_PER_INSTANT {
+                break;
+            }
+        }
+        if let Some(result) = result {
+            break result;
+        }
+        let now = clock.now();
+        client_stack.settle(now);
+        server.settle(now);
+        if now - VIRTUAL_EPOCH > VIRTUAL_LIMIT {
+            anyhow::bail!(
+                "the simulation did not finish within {} s of virtual time",
+                VIRTUAL_LIMIT.secs()
+            );
+        }
+        let next = [client_stack.next_wait(now), server.next_wait(now)]
+            .into_iter()
+            .flatten()
+            .min()
+            .context("the simulation is stuck: nothing is scheduled and nothing is on the link")?;
+        // At least a microsecond: a deadline due now that changes nothing must not spin.
+        let step = Duration::from_micros((next.as_micros() as u64).max(1));
+        clock.advance_to(now + step);
+    };
+    let report = result;
+    let virtual_time = clock.now() - VIRTUAL_EPOCH;
+    let faults = server.fault_counters();
+    client_stack.shutdown()?;
+    let capture = server.shutdown()?;
+    let client_kept = client_stack.journal_mut().take_kept();
+    let server_kept = server.journal_mut().take_kept();
+    let mut b = bodies.borrow_mut();
+    let download_mismatches = b.mismatches + b.download_len.abs_diff(scenario.download);
+    Ok(Outcome {
+        report,
+        page: std::mem::take(&mut b.small[0]),
+        json: std::mem::take(&mut b.small[1]),
+        download_mismatches,
+        client: client_kept,
+        server: server_kept,
+        faults,
+        virtual_time,
+        capture,
+    })
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let capture = (!args.record.no_capture).then(|| {
+        args.record
+            .capture
+            .clone()
+            .unwrap_or_else(|| capture::default_path("demo"))
+    });
+    let scenario = Scenario {
+        seed: args.seed,
+        download: args.bytes,
+        mtu: args.mtu as usize,
+        rx_buf: args.buffers.rx_buf,
+        tx_buf: args.buffers.tx_buf,
+        // The link has 1 ms of delay each way unless told otherwise, so that the
+        // timeline shows round trips rather than everything at +0.000.
+        faults: args.faults.config(args.seed, 1),
+        capture,
+    };
+    let outcome = simulate(&scenario)?;
+    let mut out: Box<dyn std::io::Write> = match &args.record.journey_file {
+        Some(path) => Box::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create journey file {}", path.display()))?,
+        ),
+        None => Box::new(std::io::stderr()),
+    };
+    match args.record.journey {
+        crate::journey::Format::Off => {}
+        crate::journey::Format::Json => {
+            for e in outcome.client.events().chain(outcome.server.events()) {
+                render::json_line(&mut out, e);
+            }
+        }
+        crate::journey::Format::Text => {
+            writeln!(
+                out,
+                "{}",
+                render::side_by_side(("client", &outcome.client), ("server", &outcome.server),)
+            )?;
+        }
+    }
+    let r = match &outcome.report {
+        Ok(r) => r,
+        Err(e) => anyhow::bail!("the demo's fetch failed: {e}"),
+    };
+    for e in &r.exchanges {
+        let status = e.head.as_ref().map_or(0, |h| h.status);
+        eprintln!(
+            "synack demo: {} {} -> {status}, {} B body",
+            e.method, e.target, e.body_bytes
+        );
+    }
+    eprintln!(
+        "synack demo: the download is {} ({} B checked against the pattern)",
+        if outcome.download_mismatches == 0 {
+            "byte-exact"
+        } else {
+            "NOT byte-exact"
+        },
+        args.bytes
+    );
+    if !scenario.faults.is_none() {
+        let f = outcome.faults;
+        eprintln!(
+            "synack demo: faults ({}): {} lost, {} delayed, {} reordered, {} duplicated, {} corrupted",
+            scenario.faults.describe(),
+            f.lost,
+            f.delayed,
+            f.reordered,
+            f.duplicated,
+            f.corrupted
+        );
+    }
+    eprintln!(
+        "synack demo: {:.3} s of virtual time in {:.3} s of real time, seed {}",
+        outcome.virtual_time.total_micros() as f64 / 1e6,
+        started.elapsed().as_secs_f64(),
+        args.seed
+    );
+    if let Some((path, packets)) = &outcome.capture {
+        eprintln!(
+            "synack demo: capture {} complete, {packets} packets (open it in Wireshark: the TLS decrypts by itself)",
+            path.display()
+        );
+    }
+    if outcome.download_mismatches != 0 {
+        anyhow::bail!(
+            "the download was corrupted: {} bytes differ",
+            outcome.download_mismatches
+        );
+    }
+    Ok(())
+}

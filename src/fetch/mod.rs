@@ -1,0 +1,267 @@
+//! `synack fetch URL`: the userspace stack as the client on a TUN device. Resolve,
+//! connect, request, receive, close first, wait out TIME-WAIT; capture and journey as for
+//! `serve`, and an exit code that tells the failures apart.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, bail};
+
+use crate::app::App;
+use crate::capture::{SinkInfo, Tap};
+use crate::cli::FetchArgs;
+use crate::session::{BodySink, ClientRequest};
+use crate::setup;
+use crate::stack::{Config, Stack};
+use crate::tls::{self, KeyLogLines, Trust};
+
+pub mod client;
+mod url;
+
+pub use client::{Client, FetchError, Plan, Report};
+pub use url::Url;
+
+/// Exit code for an HTTP error status (4xx, 5xx) in the final response.
+pub const EXIT_HTTP_ERROR: u8 = 6;
+
+/// Bodies past this size get a progress line on a terminal.
+const PROGRESS_FROM: u64 = 4 * 1024 * 1024;
+
+pub fn run(args: FetchArgs) -> anyhow::Result<u8> {
+    let url: Url = args.url.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let body = match (&args.data, &args.data_file) {
+        (Some(d), _) => Some(d.clone().into_bytes()),
+        (None, Some(path)) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read --data-file {}", path.display()))?,
+        ),
+        (None, None) => None,
+    };
+    // As curl: a body makes the default method POST.
+    let method = match (&body, args.method.as_str()) {
+        (Some(_), "GET") => "POST".to_owned(),
+        (_, m) => m.to_ascii_uppercase(),
+    };
+    let request = ClientRequest {
+        method,
+        target: url.target.clone(),
+        host: url.host_header(),
+        headers: args.headers.clone(),
+        body: body.unwrap_or_default(),
+    };
+
+    let seed = args.seed.unwrap_or_else(setup::random_seed);
+    let keylog = (url.tls && (!args.record.no_capture || args.record.keylog.is_some()))
+        .then(|| Arc::new(KeyLogLines::default()));
+    let tls = if url.tls {
+        let trust = match (&args.cacert, args.insecure) {
+            (Some(path), _) => Trust::Roots(tls::load_roots(path)?),
+            (None, true) => {
+                eprintln!(
+                    "synack: WARNING: --insecure: any certificate is accepted; this connection is not protected against anyone in the path"
+                );
+                Trust::Anyone
+            }
+            (None, false) => bail!(
+                "{} is https but there are no trusted roots here: give the server's certificate with --cacert FILE (or --insecure to skip the check)",
+                args.url
+            ),
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Some(tls::client_config(trust, keylog.clone(), provider)?)
+    } else {
+        None
+    };
+
+    let (tun, gateway) = setup::open_tun(&args.link)?;
+    let addr = args.link.addr;
+    let info = SinkInfo {
+        interface: tun.name(),
+        description: format!(
+            "synack userspace client at {}/{} on {}",
+            addr.addr,
+            addr.prefix,
+            tun.name()
+        ),
+    };
+    let sink = setup::open_capture(&args.record, "fetch", info)?;
+    let journal = setup::open_journal(&args.record, "client")?;
+    let stop = setup::stop_flag()?;
+    let faults = args.faults.config(seed, 0);
+    let cfg = Config {
+        addr: addr.addr,
+        prefix: addr.prefix,
+        gateway,
+        listen: false,
+        keylog,
+        rx_buf: args.buffers.rx_buf,
+        tx_buf: args.buffers.tx_buf,
+        seed,
+        dns_port: None,
+        faults,
+        ..Config::default()
+    };
+    let mut tap = Tap::new(tun, sink);
+    setup::open_keylog(&args.record, &mut tap)?;
+    let mut stack = Stack::new(cfg, tap, App::default(), journal)?;
+    if !faults.is_none() {
+        eprintln!("synack: faults in force: {}", faults.describe());
+    }
+
+    let sink = body_sink(&args)?;
+    let plan = Plan {
+        host: url.host.clone(),
+        ip: url.ip,
+        resolver: args.resolver.unwrap_or(gateway),
+        port: url.port,
+        tls,
+        requests: vec![request],
+        wait_time_wait: !args.no_time_wait,
+    };
+    let mut client = Client::new(plan, sink);
+    let started = std::time::Instant::now();
+    let deadline = started + std::time::Duration::from_secs(args.timeout);
+    let mut said_time_wait = false;
+    let result = loop {
+        stack.step()?;
+        if let Some(result) = client.poll(&mut stack) {
+            break result;
+        }
+        if stop.load(Ordering::Relaxed) {
+            break Err(FetchError::Local("interrupted".into()));
+        }
+        if client.talked() {
+            if !said_time_wait && !args.no_time_wait {
+                said_time_wait = true;
+                eprintln!(
+                    "synack: done; our side closed first and waits out TIME-WAIT (10 s; --no-time-wait skips it)"
+                );
+            }
+        } else if std::time::Instant::now() > deadline {
+            break Err(FetchError::Timeout(args.timeout));
+        }
+        stack.pause()?;
+    };
+    let finished = stack.shutdown();
+    match finished {
+        Ok(Some((path, packets))) => eprintln!(
+            "synack: capture {} complete, {packets} packets",
+            path.display()
+        ),
+        Ok(None) => {}
+        Err(e) => eprintln!("synack: the capture could not be completed: {e}"),
+    }
+    match result {
+        Ok(report) => Ok(summarise(&report, started.elapsed())),
+        Err(e) => {
+            eprintln!("synack: {e}");
+            Ok(e.exit_code())
+        }
+    }
+}
+
+/// The summary line, and the exit code an HTTP status earns.
+fn summarise(report: &Report, took: std::time::Duration) -> u8 {
+    let Some(last) = report.exchanges.last() else {
+        return 0;
+    };
+    let (status, reason) = last
+        .head
+        .as_ref()
+        .map_or((0, ""), |h| (h.status, h.reason.as_str()));
+    eprintln!(
+        "synack: {} {} from {}: {status} {reason}, {} B body, {:.3} s{}",
+        last.method,
+        last.target,
+        report.remote,
+        last.body_bytes,
+        took.as_secs_f64(),
+        if report.time_wait {
+            ", we closed first (TIME-WAIT)"
+        } else {
+            ""
+        }
+    );
+    if status >= 400 {
+        eprintln!("synack: the server answered {status} {reason}");
+        return EXIT_HTTP_ERROR;
+    }
+    0
+}
+
+/// Where the body goes: `-o FILE` or stdout, with a progress meter on stderr when it
+/// is a terminal. An empty piece ends a body: flush, finish the meter.
+fn body_sink(args: &FetchArgs) -> anyhow::Result<BodySink> {
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create -o {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let mut progress = std::io::stderr().is_terminal().then(Progress::default);
+    Ok(Box::new(move |_, data| {
+        out.write_all(data)?;
+        if let Some(p) = progress.as_mut() {
+            p.add(data.len() as u64);
+        }
+        if data.is_empty() {
+            out.flush()?;
+            if let Some(p) = progress.as_mut() {
+                p.finish();
+            }
+        }
+        Ok(())
+    }))
+}
+
+/// A one-line progress meter on stderr for big bodies.
+#[derive(Default)]
+struct Progress {
+    bytes: u64,
+    shown: Option<std::time::Instant>,
+    started: Option<std::time::Instant>,
+}
+
+impl Progress {
+    fn add(&mut self, n: u64) {
+        let now = std::time::Instant::now();
+        let started = *self.started.get_or_insert(now);
+        self.bytes += n;
+        if self.bytes < PROGRESS_FROM
+            || self
+                .shown
+                .is_some_and(|t| now - t < std::time::Duration::from_millis(200))
+        {
+            return;
+        }
+        self.shown = Some(now);
+        let secs = (now - started).as_secs_f64().max(1e-6);
+        eprint!(
+            "\r  {:.1} MB received, {:.1} MB/s   ",
+            self.bytes as f64 / 1e6,
+            self.bytes as f64 / 1e6 / secs
+        );
+    }
+
+    fn finish(&mut self) {
+        if self.shown.take().is_some() {
+            eprintln!();
+        }
+        self.bytes = 0;
+        self.started = None;
+    }
+}
+
+/// The address part of a URL, as the Host header says it.
+impl Url {
+    pub fn host_header(&self) -> String {
+        let default = if self.tls { 443 } else { 80 };
+        if self.port == default {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! What `serve`, `fetch` and `demo` set up alike: the TUN device, the capture, the
+//! journal, the key log, the stop flag. Each failure is one sentence saying what to do.
+
+use std::fs::File;
+use std::io::{BufWriter, LineWriter, Write};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, bail};
+
+use crate::capture::{self, PcapngSink, SinkInfo, Tap};
+use crate::cli::{LinkArgs, RecordArgs};
+use crate::device::TunDevice;
+use crate::device::tun::Origin;
+use crate::journey::Journal;
+
+/// A seed that differs on every run (RFC 9293 §3.4.1 wants ISNs hard to guess; smoltcp
+/// derives them from this seed).
+pub fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    if File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok()
+    {
+        return u64::from_ne_bytes(bytes);
+    }
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    t.as_nanos() as u64 ^ u64::from(std::process::id()) << 32
+}
+
+pub fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Opens (or creates) the TUN device; returns it and the gateway (the kernel side).
+pub fn open_tun(link: &LinkArgs) -> anyhow::Result<(TunDevice, Ipv4Addr)> {
+    let gateway = link.gateway.unwrap_or_else(|| link.addr.first_host());
+    if gateway == link.addr.addr {
+        bail!(
+            "--gateway {gateway} is the stack's own address; give the kernel side's address (usually the .1)"
+        );
+    }
+    let mut tun = TunDevice::open(&link.tun)?;
+    if let Some(mtu) = link.mtu
+        && mtu as usize != tun.mtu()
+    {
+        tun.set_mtu(mtu as usize)?;
+    }
+    if tun.origin() == Origin::Created {
+        tun.configure_kernel_side(gateway, link.addr.prefix)?;
+        log::info!(
+            "created {} with the kernel side at {gateway}/{}; it goes away when synack stops",
+            tun.name(),
+            link.addr.prefix
+        );
+    }
+    Ok((tun, gateway))
+}
+
+/// The capture file, unless `--no-capture`: `--capture PATH` or a new timestamped file
+/// under `captures/` named after `command`.
+pub fn open_capture(
+    record: &RecordArgs,
+    command: &str,
+    info: SinkInfo<'_>,
+) -> anyhow::Result<Option<PcapngSink>> {
+    if record.no_capture {
+        return Ok(None);
+    }
+    let path = record
+        .capture
+        .clone()
+        .unwrap_or_else(|| capture::default_path(command));
+    let sink = PcapngSink::create(&path, info).with_context(|| {
+        format!(
+            "cannot create capture file {} (is the directory writable?)",
+            path.display()
+        )
+    })?;
+    Ok(Some(sink))
+}
+
+/// The journal: to `--journey-file` or stderr, in `--journey` format.
+pub fn open_journal(record: &RecordArgs, side: &'static str) -> anyhow::Result<Journal> {
+    let out: Box<dyn Write + Send> = match &record.journey_file {
+        Some(path) => {
+            Box::new(BufWriter::new(File::create(path).with_context(|| {
+                format!("cannot create journey file {}", path.display())
+            })?))
+        }
+        None => Box::new(LineWriter::new(std::io::stderr())),
+    };
+    Ok(Journal::new(record.journey, out).with_side(side))
+}
+
+/// `--keylog FILE`: the TLS secrets go there too (appended).
+pub fn open_keylog<D>(record: &RecordArgs, tap: &mut Tap<D>) -> anyhow::Result<()> {
+    if let Some(path) = &record.keylog {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path);
+        tap.set_keylog_file(
+            file.with_context(|| format!("cannot open --keylog file {}", path.display()))?,
+        );
+    }
+    Ok(())
+}
+
+/// Set on SIGINT or SIGTERM: the loop stops and leaves a complete capture.
+pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("cannot install signal handlers")?;
+    }
+    Ok(stop)
+}

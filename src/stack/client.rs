@@ -1,0 +1,241 @@
+//! The stack as a client: names looked up through smoltcp's DNS socket, and connections
+//! opened actively (our SYN, our ISN), each carrying a conversation like the server's.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::{dns, tcp};
+use smoltcp::time::Instant;
+use smoltcp::wire::{DnsQueryType, IpAddress};
+
+use super::{Conn, Slot, Stack, StackError};
+use crate::device::Link;
+use crate::journey::{ConnId, Stage, What};
+use crate::observe::FourTuple;
+use crate::session::Conversation;
+
+/// Lookups in flight at once: a fetch makes one.
+const MAX_LOOKUPS: usize = 4;
+
+/// Ephemeral ports (RFC 6335 §6: 49152-65535, as IANA suggests).
+const EPHEMERAL_FIRST: u16 = 49152;
+const EPHEMERAL_COUNT: u32 = 16384;
+
+/// smoltcp's DNS socket gives up after this long without an answer (its
+/// RETRANSMIT_TIMEOUT); a failure sooner means the server answered, but with no address.
+const DNS_GIVE_UP: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(9_500);
+
+pub type LookupId = usize;
+
+pub(super) struct Lookups {
+    handle: SocketHandle,
+    server: Ipv4Addr,
+    pending: Vec<Pending>,
+    /// Finished lookups, until their results are taken.
+    done: Vec<(LookupId, Result<Vec<Ipv4Addr>, String>)>,
+    next_id: LookupId,
+}
+
+struct Pending {
+    id: LookupId,
+    query: dns::QueryHandle,
+    name: String,
+    started: Instant,
+}
+
+/// How a connection we opened ended, kept for its opener after the socket is reclaimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    /// It reached ESTABLISHED at some point.
+    pub established: bool,
+    /// The peer reset it (a RST in SYN-SENT is "connection refused").
+    pub reset_by_peer: bool,
+    /// It went through TIME-WAIT (the active closer's last state, RFC 9293 §3.6).
+    pub time_wait: bool,
+}
+
+/// Where a connection we opened stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnStatus {
+    Open(tcp::State),
+    Ended(Ended),
+}
+
+/// A deterministic spread of ports: splitmix64 of the seed and a counter, so a seeded
+/// run picks the same ports every time.
+fn ephemeral_port(seed: u64, n: u32) -> u16 {
+    let mut z = seed.wrapping_add(
+        u64::from(n)
+            .wrapping_add(1)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    EPHEMERAL_FIRST + (z % u64::from(EPHEMERAL_COUNT)) as u16
+}
+
+impl<L: Link> Stack<L> {
+    /// Starts looking up `name`'s IPv4 address at the DNS server `server` (port 53).
+    pub fn lookup(&mut self, name: &str, server: Ipv4Addr) -> Result<LookupId, String> {
+        let now = self.cfg.clock.now();
+        let lookups = self.lookups.get_or_insert_with(|| {
+            let queries: Vec<Option<dns::DnsQuery>> = (0..MAX_LOOKUPS).map(|_| None).collect();
+            let socket = dns::Socket::new(&[IpAddress::Ipv4(server)], queries);
+            Lookups {
+                handle: self.sockets.add(socket),
+                server,
+                pending: Vec::new(),
+                done: Vec::new(),
+                next_id: 0,
+            }
+        });
+        let socket = self.sockets.get_mut::<dns::Socket>(lookups.handle);
+        if lookups.server != server {
+            socket.update_servers(&[IpAddress::Ipv4(server)]);
+            lookups.server = server;
+        }
+        let query = socket
+            .start_query(self.iface.context(), name, DnsQueryType::A)
+            .map_err(|e| format!("cannot look up {name:?}: {e}"))?;
+        let id = lookups.next_id;
+        lookups.next_id += 1;
+        lookups.pending.push(Pending {
+            id,
+            query,
+            name: name.to_owned(),
+            started: now,
+        });
+        let what = What::Lookup {
+            name: name.to_owned(),
+            server,
+        };
+        self.journal
+            .record(None, now.total_micros(), Stage::Resolve, what);
+        Ok(id)
+    }
+
+    /// The addresses `name` resolved to, or why it did not; `None` while pending.
+    pub fn lookup_result(&mut self, id: LookupId) -> Option<Result<Vec<Ipv4Addr>, String>> {
+        let done = &mut self.lookups.as_mut()?.done;
+        let i = done.iter().position(|(d, _)| *d == id)?;
+        Some(done.swap_remove(i).1)
+    }
+
+    /// Collects answers smoltcp's DNS socket has, into the journal and `done`.
+    pub(super) fn poll_lookups(&mut self, now: Instant) {
+        let Some(lookups) = self.lookups.as_mut() else {
+            return;
+        };
+        let socket = self.sockets.get_mut::<dns::Socket>(lookups.handle);
+        let server = lookups.server;
+        let mut i = 0;
+        while i < lookups.pending.len() {
+            let p = &lookups.pending[i];
+            let result = match socket.get_query_result(p.query) {
+                Err(dns::GetQueryResultError::Pending) => {
+                    i += 1;
+                    continue;
+                }
+                Ok(addrs) => {
+                    let v4: Vec<Ipv4Addr> = addrs
+                        .iter()
+                        .map(|a| match a {
+                            IpAddress::Ipv4(a) => *a,
+                        })
+                        .collect();
+                    if v4.is_empty() {
+                        Err("the answer has no IPv4 address".to_owned())
+                    } else {
+                        Ok(v4)
+                    }
+                }
+                Err(dns::GetQueryResultError::Failed) if now - p.started < DNS_GIVE_UP => Err(
+                    format!("{server} has no address for it (NXDOMAIN or no A record)"),
+                ),
+                Err(dns::GetQueryResultError::Failed) => Err(format!(
+                    "no answer from {server}:53 in {} s",
+                    (now - p.started).secs()
+                )),
+            };
+            let p = lookups.pending.swap_remove(i);
+            let (addresses, error) = match &result {
+                Ok(a) => (a.clone(), None),
+                Err(e) => (Vec::new(), Some(e.clone())),
+            };
+            let what = What::LookedUp {
+                name: p.name,
+                addresses,
+                error,
+                duration_us: (now - p.started).total_micros(),
+            };
+            self.journal
+                .record(None, now.total_micros(), Stage::Resolve, what);
+            lookups.done.push((p.id, result));
+        }
+    }
+
+    /// Opens a connection to `remote` from an ephemeral port: our SYN goes out on the
+    /// next step. `conversation` makes what will speak on it, given the connection's id.
+    pub fn connect(
+        &mut self,
+        remote: SocketAddrV4,
+        conversation: impl FnOnce(ConnId, Instant) -> Box<dyn Conversation>,
+    ) -> Result<ConnId, StackError> {
+        let now = self.cfg.clock.now();
+        let port = ephemeral_port(self.cfg.seed, self.ports_used);
+        self.ports_used += 1;
+        let handle = self.spare.pop().unwrap_or_else(|| {
+            self.sockets.add(tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; self.cfg.rx_buf]),
+                tcp::SocketBuffer::new(vec![0; self.cfg.tx_buf]),
+            ))
+        });
+        let sock = self.sockets.get_mut::<tcp::Socket>(handle);
+        sock.connect(
+            self.iface.context(),
+            (IpAddress::Ipv4(*remote.ip()), remote.port()),
+            port,
+        )
+        .map_err(|e| StackError::Connect(remote, e.to_string()))?;
+        sock.set_timeout(Some(super::limits::DEAD_PEER_TIMEOUT.into()));
+        let local = SocketAddrV4::new(self.cfg.addr, port);
+        let tuple = FourTuple { local, remote };
+        let id = self.journal.open(local, remote, now.total_micros());
+        self.counters.connections += 1;
+        self.slots.push(Slot {
+            handle,
+            // Port 0: no accept queue owns it.
+            port: 0,
+            // Still CLOSED as far as the table knows: the next scan sees CLOSED ->
+            // SYN-SENT and puts it on our SYN.
+            state: tcp::State::Closed,
+            conn: Some(Conn {
+                id,
+                tuple,
+                opened: now,
+                time_wait_since: None,
+                closed_at: None,
+                session: Some(conversation(id, now)),
+                established: false,
+                reset_by_peer: false,
+            }),
+        });
+        Ok(id)
+    }
+
+    /// Where the connection `id` we opened stands.
+    pub fn conn_status(&self, id: ConnId) -> Option<ConnStatus> {
+        if let Some(slot) = self
+            .slots
+            .iter()
+            .find(|s| s.conn.as_ref().is_some_and(|c| c.id == id))
+        {
+            return Some(ConnStatus::Open(slot.state));
+        }
+        self.ended
+            .iter()
+            .find(|(e, _)| *e == id)
+            .map(|(_, ended)| ConnStatus::Ended(*ended))
+    }
+}
