@@ -26,3 +26,32 @@ wait_for() {
 }
 
 ns_exists() { ip netns list | awk '{print $1}' | grep -qxF "$1"; }
+
+# One line per packet of a capture, with synack's comments; long runs of plain data and
+# ACK segments are shortened to their ends. Needs tshark; says so if it is missing.
+packet_summary() {
+  local capture=$1
+  if ! command -v tshark >/dev/null; then
+    echo "(install tshark for a one-line-per-packet summary here)"
+    return 0
+  fi
+  tshark -n -r "$capture" -T fields -E separator='|' \
+    -e frame.number -e frame.time_relative -e ip.src -e tcp.srcport -e ip.dst -e tcp.dstport \
+    -e tcp.flags.str -e tcp.seq -e tcp.ack -e tcp.len -e frame.comment -e udp.srcport -e udp.dstport 2>/dev/null |
+    awk -F'|' '
+      function line(i) { return run[i] }
+      function flush_run(   i) {
+        if (n > 12) {
+          for (i = 1; i <= 4; i++) print line(i)
+          printf "     ... %d more data and ACK segments ...\n", n - 8
+          for (i = n - 3; i <= n; i++) print line(i)
+        } else for (i = 1; i <= n; i++) print line(i)
+        n = 0
+      }
+      $4 == "" { l = sprintf("%4d %9.6f %s:%-5s -> %s:%-5s UDP", $1, $2, $3, $12, $5, $13) }
+      $4 != "" { l = sprintf("%4d %9.6f %s:%-5s -> %s:%-5s %s seq=%-7s ack=%-7s len=%-5s", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10) }
+      {
+        if ($11 == "") { run[++n] = l } else { flush_run(); print l "  # " $11 } }
+      END { flush_run() }'
+  echo "(every packet: tshark -r $capture)"
+}

@@ -299,8 +299,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     match args.record.journey {
         crate::journey::Format::Off => {}
         crate::journey::Format::Json => {
-            for e in outcome.client.events().chain(outcome.server.events()) {
-                render::json_line(&mut out, e);
+            // One object per event, as `serve` writes them, with the side that saw it.
+            for (side, kept) in [("client", &outcome.client), ("server", &outcome.server)] {
+                for e in kept.events() {
+                    if let Ok(serde_json::Value::Object(mut map)) = serde_json::to_value(e) {
+                        map.insert("side".into(), side.into());
+                        writeln!(out, "{}", serde_json::Value::Object(map))?;
+                    }
+                }
             }
         }
         crate::journey::Format::Text => {

@@ -116,7 +116,7 @@ impl TapState {
             return;
         }
         if self.used == MAX_PENDING {
-            self.write_pending(&mut []);
+            self.write_pending();
         }
         if self.used == self.pending.len() {
             self.pending.push(Pending {
@@ -137,7 +137,7 @@ impl TapState {
         self.used += 1;
     }
 
-    fn write_pending(&mut self, notes: &mut [Note]) {
+    fn write_pending(&mut self) {
         let Some(sink) = self.sink.as_mut() else {
             self.used = 0;
             return;
@@ -150,22 +150,14 @@ impl TapState {
             if let Some(o) = p.observed {
                 let text = &mut comment;
                 let tuple = o.tuple();
-                match p.dir {
-                    Direction::In => {
-                        for note in notes.iter_mut().filter(|n| n.tuple == tuple) {
-                            append(text, std::mem::take(&mut note.text));
+                if p.dir == Direction::Out && o.segment.is_control() {
+                    self.carried.retain_mut(|note| {
+                        if note.tuple != tuple {
+                            return true;
                         }
-                    }
-                    Direction::Out if o.segment.is_control() => {
-                        self.carried.retain_mut(|note| {
-                            if note.tuple != tuple {
-                                return true;
-                            }
-                            append(text, std::mem::take(&mut note.text));
-                            false
-                        });
-                    }
-                    Direction::Out => {}
+                        append(text, std::mem::take(&mut note.text));
+                        false
+                    });
                 }
             }
             if let Err(e) = sink.write_packet(since_epoch(p.at), p.dir, &p.data, comment) {
@@ -252,8 +244,10 @@ impl<D> Tap<D> {
         self.state.get_mut().keylog = Some(file);
     }
 
-    /// Records TLS key log lines: into the capture (a Decryption Secrets Block, after the
-    /// packets written so far and before the ones to come) and the `--keylog` file.
+    /// Records TLS key log lines: into the capture (a Decryption Secrets Block, ahead of
+    /// the packets still held, so a reader has the secrets before the records they open:
+    /// a client learns its handshake secrets from the ServerHello it holds) and the
+    /// `--keylog` file.
     pub fn write_secrets(&mut self, lines: &[String]) {
         let state = self.state.get_mut();
         let mut text = lines.join("\n");
@@ -263,7 +257,6 @@ impl<D> Tap<D> {
         {
             log::warn!("--keylog: cannot write: {e}");
         }
-        state.write_pending(&mut []);
         if let Some(sink) = state.sink.as_mut()
             && let Err(e) = sink.write_secrets(&text)
         {
@@ -321,35 +314,51 @@ impl<D> Tap<D> {
         self.state.get_mut().last_inbound.take()
     }
 
-    /// Writes the held packets with the stack's notes attached, and empties `notes`.
-    /// Notes for a later FIN or RST are kept until that segment is written.
-    pub fn flush(&mut self, notes: &mut Vec<Note>) {
+    /// Attaches the stack's notes, and empties `notes`: a note on an inbound segment goes
+    /// on the latest held inbound packet of its connection (the one just processed);
+    /// one for our next SYN, FIN or RST is kept until that segment is recorded.
+    pub fn annotate(&mut self, notes: &mut Vec<Note>) {
         let state = self.state.get_mut();
         if state.sink.is_none() {
             notes.clear();
+            return;
+        }
+        for note in notes.drain(..) {
+            match note.attach {
+                Attach::NextControl => {
+                    if state.carried.len() == MAX_CARRIED_NOTES {
+                        state.carried.remove(0);
+                    }
+                    state.carried.push(note);
+                }
+                Attach::Inbound => {
+                    let held = state.pending[..state.used].iter_mut().rev().find(|p| {
+                        p.dir == Direction::In
+                            && p.observed.is_some_and(|o| o.tuple() == note.tuple)
+                    });
+                    if let Some(p) = held {
+                        append(&mut p.remark, note.text);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the held packets, with what [`annotate`](Self::annotate) attached.
+    pub fn flush(&mut self) {
+        let state = self.state.get_mut();
+        if state.sink.is_none() {
             state.used = 0;
             return;
         }
-        let mut i = 0;
-        while i < notes.len() {
-            if notes[i].attach == Attach::NextControl {
-                if state.carried.len() == MAX_CARRIED_NOTES {
-                    state.carried.remove(0);
-                }
-                state.carried.push(notes.swap_remove(i));
-            } else {
-                i += 1;
-            }
-        }
-        state.write_pending(notes);
-        notes.clear();
+        state.write_pending();
     }
 
     /// Writes what is held and pushes the file to disk; returns the path and the number of
     /// packets written, if a capture is on.
     pub fn finish(&mut self) -> io::Result<Option<(std::path::PathBuf, u64)>> {
         let state = self.state.get_mut();
-        state.write_pending(&mut []);
+        state.write_pending();
         if let Some(e) = state.failure.take() {
             return Err(e);
         }

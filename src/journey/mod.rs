@@ -294,6 +294,8 @@ pub struct ConnRecord {
     pub local: SocketAddrV4,
     pub remote: SocketAddrV4,
     pub opened_us: i64,
+    /// We opened it (our SYN): `fetch`'s side. Otherwise a peer connected to us.
+    pub active: bool,
     pub handshake: Handshake,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -408,6 +410,7 @@ impl Journal {
                 local,
                 remote,
                 opened_us: t_us,
+                active: false,
                 handshake: Handshake::default(),
                 bytes_in: 0,
                 bytes_out: 0,

@@ -33,12 +33,16 @@ pub fn timeline_string(rec: &ConnRecord) -> String {
     let mut s = String::new();
     let start = rec.events.first().map_or(rec.opened_us, |e| e.t_us);
     let end = rec.events.last().map_or(start, |e| e.t_us);
+    // Client first, as the SYN went.
+    let (from, to) = if rec.active {
+        (rec.local, rec.remote)
+    } else {
+        (rec.remote, rec.local)
+    };
     let _ = writeln!(
         s,
-        "connection #{}  {} -> {}  ({:.3} ms, {} request{}, {} B in, {} B out)",
+        "connection #{}  {from} -> {to}  ({:.3} ms, {} request{}, {} B in, {} B out)",
         rec.id,
-        rec.remote,
-        rec.local,
         (end - start) as f64 / 1000.0,
         rec.requests,
         if rec.requests == 1 { "" } else { "s" },

@@ -202,6 +202,9 @@ impl<L: Link> Stack<L> {
         let local = SocketAddrV4::new(self.cfg.addr, port);
         let tuple = FourTuple { local, remote };
         let id = self.journal.open(local, remote, now.total_micros());
+        if let Some(rec) = self.journal.get_mut(id) {
+            rec.active = true;
+        }
         self.counters.connections += 1;
         self.slots.push(Slot {
             handle,

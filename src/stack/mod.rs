@@ -288,12 +288,7 @@ impl<L: Link> Stack<L> {
         }
         // Secrets rustls logged while serving go into the capture before the records
         // they decrypt are sent.
-        if let Some(keylog) = &self.cfg.keylog {
-            let lines = keylog.take();
-            if !lines.is_empty() {
-                self.tap_mut().write_secrets(&lines);
-            }
-        }
+        self.write_keylog();
         self.dev.inner_mut().release(now);
         // Transitions seen now were caused by the application (open, close): they show on
         // the SYN, FIN or RST that tells the peer.
@@ -367,12 +362,27 @@ impl<L: Link> Stack<L> {
         if let Some(segment) = self.tap_mut().take_last_inbound() {
             self.scan_states_of(now, Some(Attach::Inbound), Some(segment));
         }
-        self.flush_capture();
+        // The packet stays held until the step has served its connection: secrets it
+        // gives rustls (a ServerHello's, on the client's side) go in the file ahead of it.
+        let notes = &mut self.notes;
+        self.dev.inner_mut().tap_mut().annotate(notes);
+    }
+
+    /// Secrets rustls has logged go into the capture (and `--keylog`).
+    fn write_keylog(&mut self) {
+        if let Some(keylog) = &self.cfg.keylog {
+            let lines = keylog.take();
+            if !lines.is_empty() {
+                self.tap_mut().write_secrets(&lines);
+            }
+        }
     }
 
     fn flush_capture(&mut self) {
         let notes = &mut self.notes;
-        self.dev.inner_mut().tap_mut().flush(notes);
+        let tap = self.dev.inner_mut().tap_mut();
+        tap.annotate(notes);
+        tap.flush();
     }
 
     /// Takes connections off the accept queue and moves bytes for every session.
