@@ -25,7 +25,7 @@ fn ns_exists(name: &str) -> bool {
 
 #[test]
 fn every_script_answers_dash_h() {
-    for name in ["up.sh", "down.sh", "demo.sh", "bench.sh"] {
+    for name in ["up.sh", "down.sh", "demo.sh", "bench.sh", "two-stacks.sh"] {
         let out = script(name).arg("-h").output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
