@@ -67,8 +67,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "building synack (release)..."
-cargo build --release --quiet
-bin="$top/target/release/synack"
+bin=$(build_synack "$0")
 
 # Client namespace with tun0 (synack) and a veth to the reference namespace (nginx).
 "$top/netns-scripts/up.sh" -n "$ns" -m 1500 >/dev/null

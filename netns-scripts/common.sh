@@ -25,6 +25,19 @@ wait_for() {
   done
 }
 
+# Builds synack (release) in the repository and prints the binary's path. Without cargo
+# on root's PATH, uses a binary built before, or says how to get one.
+build_synack() {
+  local top
+  top=$(repo_dir)
+  if command -v cargo >/dev/null; then
+    (cd "$top" && cargo build --release --quiet) >&2
+  elif [ ! -x "$top/target/release/synack" ]; then
+    die "cargo is not on root's PATH; build first (cargo build --release) or run: sudo env PATH=\"\$PATH\" $1"
+  fi
+  echo "$top/target/release/synack"
+}
+
 ns_exists() { ip netns list | awk '{print $1}' | grep -qxF "$1"; }
 
 # One line per packet of a capture, with synack's comments; long runs of plain data and

@@ -56,12 +56,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 in_ns() { ip netns exec "$ns" "$@"; }
 
 step "build"
-if command -v cargo >/dev/null; then
-  cargo build --release --quiet
-elif [ ! -x target/release/synack ]; then
-  die "cargo is not on root's PATH; build first (cargo build --release) or run: sudo env PATH=\"\$PATH\" $0"
-fi
-bin="$top/target/release/synack"
+bin=$(build_synack "$0")
 
 step "namespace $ns: tun0, kernel side $SYNACK_KERNEL_ADDR"
 "$top/netns-scripts/up.sh" -n "$ns"

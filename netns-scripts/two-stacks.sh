@@ -68,12 +68,7 @@ trap 'exit 130' INT TERM
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "build"
-if command -v cargo >/dev/null; then
-  cargo build --release --quiet
-elif [ ! -x target/release/synack ]; then
-  die "cargo is not on root's PATH; build first (cargo build --release) or run: sudo env PATH=\"\$PATH\" $0"
-fi
-bin="$top/target/release/synack"
+bin=$(build_synack "$0")
 
 step "namespace $ns: tun0 (server side) and tun1 (client side), forwarding on"
 "$top/netns-scripts/up.sh" -n "$ns" -d tun0 -a 10.77.0.1/24

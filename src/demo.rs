@@ -23,7 +23,7 @@ use anyhow::Context;
 use smoltcp::time::Duration;
 
 use crate::app::App;
-use crate::capture::{self, PcapngSink, SinkInfo, Tap};
+use crate::capture::{self, SinkInfo, Tap};
 use crate::cli::DemoArgs;
 use crate::clock::{Clock, VIRTUAL_EPOCH};
 use crate::device::memory;
@@ -135,12 +135,7 @@ pub fn simulate(scenario: &Scenario) -> anyhow::Result<Outcome> {
                     scenario.seed
                 ),
             };
-            Some(PcapngSink::create(path, info).with_context(|| {
-                format!(
-                    "cannot create capture file {} (is the directory writable?)",
-                    path.display()
-                )
-            })?)
+            Some(crate::setup::create_capture_at(path, info)?)
         }
         None => None,
     };

@@ -257,48 +257,56 @@ impl Way {
 
 /// The fault injector: see the module's documentation.
 pub struct Faults<L> {
-    tap: Tap<L>,
-    cfg: FaultConfig,
+    out: Egress<L>,
     inbound: Way,
-    outbound: Way,
-    counters: FaultCounters,
     /// The inbound packet being handed to the stack.
     delivering: Vec<u8>,
-    /// The outbound packet the stack is writing.
-    sending: Vec<u8>,
     /// An inbound packet was taken off the wire without reaching the stack: the stack's
     /// ingress loop should ask again rather than conclude the wire is empty.
     swallowed: bool,
 }
 
+/// What an outbound packet goes through: its faults, then the tap and the wire. Apart
+/// from the rest so that a reply's token can hold it while an inbound packet is lent out.
+pub struct Egress<L> {
+    tap: Tap<L>,
+    cfg: FaultConfig,
+    way: Way,
+    counters: FaultCounters,
+    /// The outbound packet the stack is writing.
+    buf: Vec<u8>,
+}
+
 impl<L> Faults<L> {
     pub fn new(tap: Tap<L>, cfg: FaultConfig) -> Self {
         Faults {
-            tap,
-            cfg,
+            out: Egress {
+                tap,
+                cfg,
+                way: Way::new(cfg.seed ^ 0x2222),
+                counters: FaultCounters::default(),
+                buf: Vec::new(),
+            },
             inbound: Way::new(cfg.seed ^ 0x1111),
-            outbound: Way::new(cfg.seed ^ 0x2222),
-            counters: FaultCounters::default(),
             delivering: Vec::new(),
-            sending: Vec::new(),
             swallowed: false,
         }
     }
 
     pub fn tap(&self) -> &Tap<L> {
-        &self.tap
+        &self.out.tap
     }
 
     pub fn tap_mut(&mut self) -> &mut Tap<L> {
-        &mut self.tap
+        &mut self.out.tap
     }
 
     pub fn config(&self) -> &FaultConfig {
-        &self.cfg
+        &self.out.cfg
     }
 
     pub fn fault_counters(&self) -> FaultCounters {
-        self.counters
+        self.out.counters
     }
 
     /// Whether a packet was taken off the wire since the last call without reaching
@@ -309,7 +317,7 @@ impl<L> Faults<L> {
 
     /// When a held packet is next due, either way.
     pub fn next_due(&self) -> Option<Instant> {
-        [self.inbound.next_due(), self.outbound.next_due()]
+        [self.inbound.next_due(), self.out.way.next_due()]
             .into_iter()
             .flatten()
             .min()
@@ -327,7 +335,7 @@ fn count(counters: &mut FaultCounters, v: &Verdict) {
 impl<L: Device> Faults<L> {
     /// Writes held outbound packets that are due to the wire (the tap records each then).
     pub fn release(&mut self, now: Instant) {
-        release(&mut self.tap, &mut self.outbound, now);
+        release(&mut self.out.tap, &mut self.out.way, now);
     }
 
     /// The stack's side of a delivery: the packet in `delivering`, and a token for its
@@ -336,17 +344,11 @@ impl<L: Device> Faults<L> {
         &mut self,
         now: Instant,
     ) -> (FaultRx<'_, TapRx<'_, L::RxToken<'_>>>, FaultTx<'_, L>) {
-        (
-            FaultRx::Held(&self.delivering),
-            FaultTx::Judged(JudgedTx {
-                tap: &mut self.tap,
-                way: &mut self.outbound,
-                counters: &mut self.counters,
-                cfg: &self.cfg,
-                buf: &mut self.sending,
-                now,
-            }),
-        )
+        let reply = FaultTx::Judged(JudgedTx {
+            out: &mut self.out,
+            now,
+        });
+        (FaultRx::Held(&self.delivering), reply)
     }
 }
 
@@ -376,17 +378,17 @@ impl<L: Device> Device for Faults<L> {
         Self: 'a;
 
     fn receive(&mut self, now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        if self.cfg.is_none() {
-            let (rx, tx) = self.tap.receive(now)?;
+        if self.out.cfg.is_none() {
+            let (rx, tx) = self.out.tap.receive(now)?;
             return Some((FaultRx::Pass(rx), FaultTx::Pass(tx)));
         }
         if let Some(held) = self.inbound.take_due(now) {
             self.delivering = held.data;
-            self.tap.release_inbound(held.withheld);
+            self.out.tap.release_inbound(held.withheld);
             return Some(self.deliver(now));
         }
-        let (rx, _) = self.tap.receive(now)?;
-        let (way, cfg, buf) = (&mut self.inbound, &self.cfg, &mut self.delivering);
+        let (rx, _) = self.out.tap.receive(now)?;
+        let (way, cfg, buf) = (&mut self.inbound, &self.out.cfg, &mut self.delivering);
         let verdict = rx.consume_remarked(|packet| {
             let verdict = way.judge(cfg, now, packet.len());
             buf.clear();
@@ -394,10 +396,10 @@ impl<L: Device> Device for Faults<L> {
             let remark = verdict.remark(now);
             (verdict, remark)
         });
-        count(&mut self.counters, &verdict);
+        count(&mut self.out.counters, &verdict);
         if verdict.lost {
             // The stack never sees it: nor should its journal.
-            self.tap.withhold_inbound();
+            self.out.tap.withhold_inbound();
             self.swallowed = true;
             return None;
         }
@@ -410,12 +412,12 @@ impl<L: Device> Device for Faults<L> {
                 .inbound
                 .hold(due, &self.delivering, None, Withheld::default())
         {
-            self.counters.lost += 1;
+            self.out.counters.lost += 1;
         }
         if verdict.due.is_some() {
-            let withheld = self.tap.withhold_inbound();
+            let withheld = self.out.tap.withhold_inbound();
             if !self.inbound.hold(due, &self.delivering, None, withheld) {
-                self.counters.lost += 1;
+                self.out.counters.lost += 1;
             }
             self.swallowed = true;
             return None;
@@ -424,33 +426,29 @@ impl<L: Device> Device for Faults<L> {
     }
 
     fn transmit(&mut self, now: Instant) -> Option<Self::TxToken<'_>> {
-        if self.cfg.is_none() {
-            return Some(FaultTx::Pass(self.tap.transmit(now)?));
+        if self.out.cfg.is_none() {
+            return Some(FaultTx::Pass(self.out.tap.transmit(now)?));
         }
         Some(FaultTx::Judged(JudgedTx {
-            tap: &mut self.tap,
-            way: &mut self.outbound,
-            counters: &mut self.counters,
-            cfg: &self.cfg,
-            buf: &mut self.sending,
+            out: &mut self.out,
             now,
         }))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        self.tap.capabilities()
+        self.out.tap.capabilities()
     }
 }
 
 impl<L: Link> Link for Faults<L> {
     fn wait(&mut self, timeout: Option<std::time::Duration>) -> std::io::Result<()> {
-        self.tap.wait(timeout)
+        self.out.tap.wait(timeout)
     }
     fn take_error(&mut self) -> Option<DeviceError> {
-        self.tap.take_error()
+        self.out.tap.take_error()
     }
     fn counters(&self) -> DeviceCounters {
-        self.tap.counters()
+        self.out.tap.counters()
     }
 }
 
@@ -475,11 +473,7 @@ pub enum FaultTx<'a, L: Device + 'a> {
 
 /// An outbound packet that goes through the faults once the stack has written it.
 pub struct JudgedTx<'a, L> {
-    tap: &'a mut Tap<L>,
-    way: &'a mut Way,
-    counters: &'a mut FaultCounters,
-    cfg: &'a FaultConfig,
-    buf: &'a mut Vec<u8>,
+    out: &'a mut Egress<L>,
     now: Instant,
 }
 
@@ -489,12 +483,12 @@ impl<'a, L: Device> phy::TxToken for FaultTx<'a, L> {
             FaultTx::Pass(t) => return t.consume(len, f),
             FaultTx::Judged(j) => j,
         };
+        let (j, now) = (j.out, j.now);
         j.buf.clear();
         j.buf.resize(len, 0);
-        let result = f(j.buf);
-        let now = j.now;
-        let verdict = j.way.judge(j.cfg, now, len);
-        count(j.counters, &verdict);
+        let result = f(&mut j.buf);
+        let verdict = j.way.judge(&j.cfg, now, len);
+        count(&mut j.counters, &verdict);
         let remark = verdict.remark(now);
         let packet = &mut j.buf[..];
         if verdict.lost {
@@ -518,7 +512,7 @@ impl<'a, L: Device> phy::TxToken for FaultTx<'a, L> {
             j.counters.lost += 1;
         }
         // What is due now (this packet, if it is not held) goes out in order.
-        release(j.tap, j.way, now);
+        release(&mut j.tap, &mut j.way, now);
         result
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::app::App;
-use crate::capture::{SinkInfo, Tap};
+use crate::capture::Tap;
 use crate::cli::ServeArgs;
 use crate::http::Limits;
 use crate::session::Timeouts;
@@ -29,16 +29,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let (tun, gateway) = setup::open_tun(&args.link)?;
     let addr = args.link.addr;
-    let info = SinkInfo {
-        interface: tun.name(),
-        description: format!(
-            "synack userspace stack at {}/{} on {}",
-            addr.addr,
-            addr.prefix,
-            tun.name()
-        ),
-    };
-    let sink = setup::open_capture(&args.record, "serve", info)?;
+    let sink = setup::open_capture(&args.record, "serve", "server", &tun, addr)?;
     // The generated certificate goes beside the capture by default.
     let capture_dir = sink.as_ref().map(|s| match s.path().parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),

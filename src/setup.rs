@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, bail};
 
 use crate::capture::{self, PcapngSink, SinkInfo, Tap};
-use crate::cli::{LinkArgs, RecordArgs};
+use crate::cli::{Cidr, LinkArgs, RecordArgs};
 use crate::device::TunDevice;
 use crate::device::tun::Origin;
 use crate::journey::Journal;
@@ -60,9 +60,33 @@ pub fn open_tun(link: &LinkArgs) -> anyhow::Result<(TunDevice, Ipv4Addr)> {
     Ok((tun, gateway))
 }
 
-/// The capture file, unless `--no-capture`: `--capture PATH` or a new timestamped file
-/// under `captures/` named after `command`.
+/// The capture file of `command` on `tun`, unless `--no-capture`: `--capture PATH` or a
+/// new timestamped file under `captures/`. `role` says what the stack is ("server",
+/// "client") in the interface's description.
 pub fn open_capture(
+    record: &RecordArgs,
+    command: &str,
+    role: &str,
+    tun: &TunDevice,
+    addr: Cidr,
+) -> anyhow::Result<Option<PcapngSink>> {
+    if record.no_capture {
+        return Ok(None);
+    }
+    let info = SinkInfo {
+        interface: tun.name(),
+        description: format!(
+            "synack userspace {role} at {}/{} on {}",
+            addr.addr,
+            addr.prefix,
+            tun.name()
+        ),
+    };
+    create_capture(record, command, info)
+}
+
+/// The capture file, unless `--no-capture`, for any link.
+pub fn create_capture(
     record: &RecordArgs,
     command: &str,
     info: SinkInfo<'_>,
@@ -74,13 +98,17 @@ pub fn open_capture(
         .capture
         .clone()
         .unwrap_or_else(|| capture::default_path(command));
-    let sink = PcapngSink::create(&path, info).with_context(|| {
+    create_capture_at(&path, info).map(Some)
+}
+
+/// The capture file at `path`, or one sentence on why it cannot be made.
+pub fn create_capture_at(path: &std::path::Path, info: SinkInfo<'_>) -> anyhow::Result<PcapngSink> {
+    PcapngSink::create(path, info).with_context(|| {
         format!(
             "cannot create capture file {} (is the directory writable?)",
             path.display()
         )
-    })?;
-    Ok(Some(sink))
+    })
 }
 
 /// The journal: to `--journey-file` or stderr, in `--journey` format.

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use anyhow::{Context, bail};
 
 use crate::app::App;
-use crate::capture::{SinkInfo, Tap};
+use crate::capture::Tap;
 use crate::cli::FetchArgs;
 use crate::session::{BodySink, ClientRequest};
 use crate::setup;
@@ -76,16 +76,7 @@ pub fn run(args: FetchArgs) -> anyhow::Result<u8> {
 
     let (tun, gateway) = setup::open_tun(&args.link)?;
     let addr = args.link.addr;
-    let info = SinkInfo {
-        interface: tun.name(),
-        description: format!(
-            "synack userspace client at {}/{} on {}",
-            addr.addr,
-            addr.prefix,
-            tun.name()
-        ),
-    };
-    let sink = setup::open_capture(&args.record, "fetch", info)?;
+    let sink = setup::open_capture(&args.record, "fetch", "client", &tun, addr)?;
     let journal = setup::open_journal(&args.record, "client")?;
     let stop = setup::stop_flag()?;
     let faults = args.faults.config(seed, 0);

@@ -209,29 +209,37 @@ impl ClientSession {
         self.closing = true;
     }
 
-    /// Response bytes (plaintext) into the decoder; the body goes to the sink.
-    fn take_response(&mut self, data: &[u8]) {
-        let Some(decoder) = self.decoder.as_mut() else {
-            return;
-        };
+    /// Runs `step` on the response decoder, its events going to the outcome, the sink
+    /// and the journal's queue. `None` without a decoder, or when the sink failed (which
+    /// fails the session).
+    fn decode<T>(
+        &mut self,
+        step: impl FnOnce(&mut ResponseDecoder, &mut dyn FnMut(Event<'_>)) -> T,
+    ) -> Option<T> {
+        let decoder = self.decoder.as_mut()?;
         let index = self.outcome.borrow().exchanges.len().saturating_sub(1);
         let (outcome, sink, events, now) =
             (&self.outcome, &mut self.sink, &mut self.events, self.now);
         let mut sink_error = None;
-        let result = decoder.input(data, &mut |event| {
+        let result = step(decoder, &mut |event| {
             on_event(event, index, outcome, sink, events, now, &mut sink_error)
         });
         if let Some(e) = sink_error {
             self.fail(format!("cannot write the body: {e}"), false);
-            return;
+            return None;
         }
-        match result {
-            Err(e) => self.fail(e.reason, false),
-            Ok(_) if decoder.is_done() => {
+        Some(result)
+    }
+
+    /// Response bytes (plaintext) into the decoder; the body goes to the sink.
+    fn take_response(&mut self, data: &[u8]) {
+        match self.decode(|d, out| d.input(data, out)) {
+            Some(Err(e)) => self.fail(e.reason, false),
+            Some(Ok(_)) if self.decoder.as_ref().is_some_and(ResponseDecoder::is_done) => {
                 self.decoder = None;
                 self.next_request(self.now);
             }
-            Ok(_) => {}
+            _ => {}
         }
     }
 
@@ -403,23 +411,15 @@ impl Conversation for ClientSession {
             return;
         }
         self.peer_eof = true;
-        let Some(decoder) = self.decoder.as_mut() else {
-            return;
-        };
-        let index = self.outcome.borrow().exchanges.len().saturating_sub(1);
-        let (outcome, sink, events, now) =
-            (&self.outcome, &mut self.sink, &mut self.events, self.now);
-        let mut sink_error = None;
-        let result = decoder
-            .eof(&mut |event| on_event(event, index, outcome, sink, events, now, &mut sink_error));
-        match result {
-            Ok(()) => {
+        match self.decode(|d, out| d.eof(out)) {
+            Some(Ok(())) => {
                 self.decoder = None;
                 // The server closed: requests left cannot go on this connection.
                 self.queue.clear();
                 self.closing = true;
             }
-            Err(e) => self.fail(e.reason, false),
+            Some(Err(e)) => self.fail(e.reason, false),
+            None => {}
         }
     }
 
