@@ -38,6 +38,24 @@ build_synack() {
   echo "$top/target/release/synack"
 }
 
+# The EXIT trap of the scripts that run a server in a namespace: stops $server_pid with
+# SIGTERM (so its capture is complete), removes namespace $ns and the directory $work,
+# and keeps the exit code.
+cleanup_run() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ -n "${server_pid:-}" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  "$(repo_dir)/netns-scripts/down.sh" -n "$ns" || true
+  [ -z "${work:-}" ] || rm -rf "$work"
+  exit "$rc"
+}
+
+# A heading for each step of a script's run.
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
 ns_exists() { ip netns list | awk '{print $1}' | grep -qxF "$1"; }
 
 # One line per packet of a capture, with synack's comments; long runs of plain data and

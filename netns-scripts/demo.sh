@@ -38,21 +38,8 @@ cd "$top"
 work=$(mktemp -d)
 server_pid=""
 
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
-  "$top/netns-scripts/down.sh" -n "$ns" || true
-  rm -rf "$work"
-  exit "$rc"
-}
-trap cleanup EXIT
+trap cleanup_run EXIT
 trap 'exit 130' INT TERM
-
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 in_ns() { ip netns exec "$ns" "$@"; }
 
 step "build"

@@ -168,14 +168,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         c.device_errors,
         plural(c.device_errors),
     );
-    match finished {
-        Ok(Some((path, packets))) => eprintln!(
-            "synack: capture {} complete, {packets} packets",
-            path.display()
-        ),
-        Ok(None) => {}
-        Err(e) => eprintln!("synack: the capture could not be completed: {e}"),
-    }
+    setup::report_capture(finished);
     result?;
     Ok(())
 }

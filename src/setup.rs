@@ -147,3 +147,15 @@ pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     }
     Ok(stop)
 }
+
+/// The last word on a capture once the stack is shut down.
+pub fn report_capture(finished: std::io::Result<Option<(std::path::PathBuf, u64)>>) {
+    match finished {
+        Ok(Some((path, packets))) => eprintln!(
+            "synack: capture {} complete, {packets} packets",
+            path.display()
+        ),
+        Ok(None) => {}
+        Err(e) => eprintln!("synack: the capture could not be completed: {e}"),
+    }
+}

@@ -135,14 +135,7 @@ pub fn run(args: FetchArgs) -> anyhow::Result<u8> {
         stack.pause()?;
     };
     let finished = stack.shutdown();
-    match finished {
-        Ok(Some((path, packets))) => eprintln!(
-            "synack: capture {} complete, {packets} packets",
-            path.display()
-        ),
-        Ok(None) => {}
-        Err(e) => eprintln!("synack: the capture could not be completed: {e}"),
-    }
+    setup::report_capture(finished);
     match result {
         Ok(report) => Ok(summarise(&report, started.elapsed())),
         Err(e) => {
