@@ -28,6 +28,49 @@ pub enum Command {
     Fetch(FetchArgs),
     /// The whole journey with no root at all: a client stack and a server stack in one process, on a virtual clock.
     Demo(DemoArgs),
+    /// Draw each TCP connection and DNS exchange of any pcap or pcapng as a ladder diagram.
+    Ladder(LadderArgs),
+    /// Per-connection numbers of any pcap or pcapng: handshake RTT, bytes, retransmissions, windows, RTT.
+    Stats(StatsArgs),
+}
+
+/// When to colour the ladder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Colour {
+    /// When stdout is a terminal.
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Args)]
+pub struct LadderArgs {
+    /// A pcap or pcapng capture (Raw IP, IPv4, Ethernet, Linux cooked or loopback).
+    pub capture: PathBuf,
+    /// Only conversation N (as numbered in the output).
+    #[arg(long, value_name = "N")]
+    pub conn: Option<usize>,
+    /// Also draw the ladder as an SVG picture in FILE.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// Colour: auto (on a terminal), always, never.
+    #[arg(long = "color", value_enum, default_value = "auto")]
+    pub colour: Colour,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// A pcap or pcapng capture (Raw IP, IPv4, Ethernet, Linux cooked or loopback).
+    pub capture: PathBuf,
+    /// Only connection N (as numbered by synack ladder).
+    #[arg(long, value_name = "N")]
+    pub conn: Option<usize>,
+    /// JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+    /// Draw the time-sequence graph of the busiest (or --conn) connection as SVG in FILE.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 /// An IPv4 address with a prefix length, like 10.77.0.2/24.
@@ -137,6 +180,84 @@ pub struct BufferArgs {
     pub tx_buf: usize,
 }
 
+/// TCP's knobs (`serve`, `fetch`, `demo`): every socket gets them.
+#[derive(Debug, Args)]
+pub struct KnobArgs {
+    /// Nagle's algorithm: small segments wait while data is unacknowledged (on), or go at once (off).
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
+    pub nagle: bool,
+    /// How long an ACK may wait for data to ride on, in ms (0..=1000), or off: ACK every segment at once.
+    #[arg(long, value_name = "MS|off", default_value = "10", value_parser = ack_delay)]
+    pub ack_delay: AckDelay,
+    /// Send keep-alive probes after SECS idle (1..=7200). Default: none.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=7200))]
+    pub keepalive: Option<u64>,
+    /// Abort a connection whose peer has not acknowledged anything for SECS (1..=3600).
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+    /// Congestion control: none (only the peer's window limits), reno (RFC 5681) or cubic (RFC 8312).
+    #[arg(long, value_enum, default_value = "none")]
+    pub cc: crate::stack::Congestion,
+}
+
+impl KnobArgs {
+    pub fn knobs(&self) -> crate::stack::TcpKnobs {
+        crate::stack::TcpKnobs {
+            nagle: self.nagle,
+            ack_delay: self.ack_delay.0,
+            keepalive: self.keepalive.map(std::time::Duration::from_secs),
+            timeout: std::time::Duration::from_secs(self.timeout),
+            congestion: self.cc,
+        }
+    }
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: say on or off")),
+    }
+}
+
+/// `--ack-delay`: milliseconds, or `None` for off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckDelay(pub Option<std::time::Duration>);
+
+fn ack_delay(s: &str) -> Result<AckDelay, String> {
+    if s == "off" {
+        return Ok(AckDelay(None));
+    }
+    let ms: u64 = s
+        .parse()
+        .map_err(|_| format!("{s:?}: give milliseconds (0..=1000) or off"))?;
+    if ms > 1000 {
+        return Err(format!("{ms} is out of range 0..=1000 (ms), or off"));
+    }
+    Ok(AckDelay(Some(std::time::Duration::from_millis(ms))))
+}
+
+/// Small writes (`fetch`, `demo`): the request body goes out in pieces over time, which is
+/// what Nagle's algorithm is about.
+#[derive(Debug, Args)]
+pub struct PaceArgs {
+    /// Write the request body BYTES at a time (1..=65536) instead of all at once.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub write_size: Option<u64>,
+    /// With --write-size: one write every MS milliseconds (0..=10000).
+    #[arg(long, value_name = "MS", default_value_t = 1, requires = "write_size", value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub write_every: u64,
+}
+
+impl PaceArgs {
+    pub fn pacing(&self) -> Option<crate::session::Pacing> {
+        Some(crate::session::Pacing {
+            size: self.write_size? as usize,
+            every: std::time::Duration::from_millis(self.write_every),
+        })
+    }
+}
+
 /// Faults injected between the capture and the stack, both ways (`serve`, `fetch`, `demo`).
 #[derive(Debug, Args)]
 pub struct FaultArgs {
@@ -199,6 +320,10 @@ pub struct FetchArgs {
     #[command(flatten)]
     pub record: RecordArgs,
     #[command(flatten)]
+    pub pace: PaceArgs,
+    #[command(flatten)]
+    pub knobs: KnobArgs,
+    #[command(flatten)]
     pub buffers: BufferArgs,
     #[command(flatten)]
     pub faults: FaultArgs,
@@ -239,9 +364,9 @@ pub struct FetchArgs {
     /// Exit as soon as our side is in TIME-WAIT instead of waiting it out (10 s).
     #[arg(long)]
     pub no_time_wait: bool,
-    /// Give up after this many seconds (TIME-WAIT not counted).
+    /// Give up after this many seconds in all (TIME-WAIT not counted).
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub timeout: u64,
+    pub max_time: u64,
     /// Seed for our initial sequence number and port (default: random). The same seed gives the same ISN.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -266,6 +391,10 @@ pub struct DemoArgs {
     #[command(flatten)]
     pub record: RecordArgs,
     #[command(flatten)]
+    pub pace: PaceArgs,
+    #[command(flatten)]
+    pub knobs: KnobArgs,
+    #[command(flatten)]
     pub buffers: BufferArgs,
     #[command(flatten)]
     pub faults: FaultArgs,
@@ -278,6 +407,12 @@ pub struct DemoArgs {
     /// MTU of the in-memory link; the MSS follows (MTU - 40).
     #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(576..=65535))]
     pub mtu: u32,
+    /// Plain HTTP to port 80 instead of HTTPS to 443.
+    #[arg(long)]
+    pub http: bool,
+    /// Which end's device the capture records: server (where the faults are) or client.
+    #[arg(long, value_enum, default_value = "server")]
+    pub capture_at: crate::demo::Side,
 }
 
 fn parse_download(s: &str) -> Result<u64, String> {
@@ -302,6 +437,8 @@ pub struct ServeArgs {
     pub link: LinkArgs,
     #[command(flatten)]
     pub record: RecordArgs,
+    #[command(flatten)]
+    pub knobs: KnobArgs,
     #[command(flatten)]
     pub buffers: BufferArgs,
     #[command(flatten)]
@@ -389,6 +526,8 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => crate::serve::run(args).map(|()| 0),
         Command::Fetch(args) => crate::fetch::run(args),
         Command::Demo(args) => crate::demo::run(args).map(|()| 0),
+        Command::Ladder(args) => crate::analyze::ladder_command(args).map(|()| 0),
+        Command::Stats(args) => crate::analyze::stats_command(args).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -436,6 +575,31 @@ mod tests {
         assert!(
             Cli::try_parse_from(["synack", "serve", "--capture", "x", "--no-capture"]).is_err()
         );
+        for (flag, value, range) in [
+            ("--ack-delay", "5000", "0..=1000"),
+            ("--keepalive", "0", "1..=7200"),
+            ("--timeout", "0", "1..=3600"),
+            ("--loss", "101", "0..=100"),
+            ("--delay", "20000", "0..=10000"),
+        ] {
+            let err = Cli::try_parse_from(["synack", "demo", flag, value])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(range), "{flag} {value}: {err}");
+        }
+        let err = Cli::try_parse_from(["synack", "demo", "--nagle", "maybe"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("on or off"), "{err}");
+        let Command::Demo(d) =
+            Cli::try_parse_from(["synack", "demo", "--nagle", "off", "--ack-delay", "off"])
+                .unwrap()
+                .command
+        else {
+            panic!("demo")
+        };
+        let knobs = d.knobs.knobs();
+        assert!(!knobs.nagle && knobs.ack_delay.is_none());
         let ok = Cli::try_parse_from(["synack", "serve", "--journey", "json"]).unwrap();
         let Command::Serve(a) = ok.command else {
             panic!("serve")

@@ -2,7 +2,8 @@
 //! and a server stack (the same code as `fetch` and `serve`) joined by an in-memory link,
 //! stepped on one virtual clock, like quinn-proto's test `Pair`.
 //!
-//! The scenario: look up synack.test at the server's DNS responder, connect to 443, TLS,
+//! The scenario: look up synack.test at the server's DNS responder, connect to 443, TLS
+//! (or to 80 without it, `--http`),
 //! `GET /` and `POST /json` on the same kept-alive connection, a `/bytes` download, our
 //! close, the server's, and the client's TIME-WAIT. One capture holds every packet on the
 //! link (taken at the server's side, where the link's faults are), and the journey of both
@@ -51,6 +52,13 @@ const VIRTUAL_LIMIT: Duration = Duration::from_secs(600);
 /// a loop that never settles.
 const MAX_TURNS_PER_INSTANT: usize = 10_000;
 
+/// An end of the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Side {
+    Client,
+    Server,
+}
+
 /// What the scenario does.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -60,6 +68,14 @@ pub struct Scenario {
     pub rx_buf: usize,
     pub tx_buf: usize,
     pub faults: FaultConfig,
+    /// Both stacks' TCP knobs.
+    pub knobs: crate::stack::TcpKnobs,
+    /// Plain HTTP on port 80 instead of HTTPS on 443.
+    pub plain: bool,
+    /// The POST body in small writes.
+    pub pace: Option<crate::session::Pacing>,
+    /// Which end's device the capture records (the faults are at the server's end).
+    pub capture_at: Side,
     /// Where the capture goes; `None` for none.
     pub capture: Option<PathBuf>,
 }
@@ -116,22 +132,31 @@ pub fn simulate(scenario: &Scenario) -> anyhow::Result<Outcome> {
     // The server, as `serve` builds it, with a seeded identity and TLS.
     let names = vec![NAME.to_owned()];
     let identity = tls::seeded::identity(scenario.seed, &names, SERVER_ADDR)?;
+    // The secrets come from the end that is captured (both ends know them).
     let keylog = scenario
         .capture
         .as_ref()
         .map(|_| Arc::new(KeyLogLines::default()));
+    let (server_keylog, client_keylog) = match scenario.capture_at {
+        Side::Server => (keylog, None),
+        Side::Client => (None, keylog),
+    };
     let server_tls = tls::server_config_with(
         &identity,
-        keylog.clone(),
+        server_keylog.clone(),
         tls::seeded::provider(scenario.seed, "server"),
     )
     .map_err(|e| anyhow::anyhow!("cannot set up TLS: {e}"))?;
     let sink = match &scenario.capture {
         Some(path) => {
+            let at = match scenario.capture_at {
+                Side::Server => "the server",
+                Side::Client => "the client",
+            };
             let info = SinkInfo {
                 interface: "demo-link",
                 description: format!(
-                    "synack demo: in-memory link between a client stack at {CLIENT_ADDR} and a server stack at {SERVER_ADDR}, seed {}, captured at the server",
+                    "synack demo: in-memory link between a client stack at {CLIENT_ADDR} and a server stack at {SERVER_ADDR}, seed {}, captured at {at}",
                     scenario.seed
                 ),
             };
@@ -139,23 +164,28 @@ pub fn simulate(scenario: &Scenario) -> anyhow::Result<Outcome> {
         }
         None => None,
     };
+    let (server_sink, client_sink) = match scenario.capture_at {
+        Side::Server => (sink, None),
+        Side::Client => (None, sink),
+    };
     let server_cfg = Config {
         addr: SERVER_ADDR,
         gateway: CLIENT_ADDR,
         https_port: Some(443),
         tls: Some(server_tls),
-        keylog,
+        keylog: server_keylog,
         rx_buf: scenario.rx_buf,
         tx_buf: scenario.tx_buf,
         seed: scenario.seed,
         dns_names: names,
         clock: clock.clone(),
         faults: scenario.faults,
+        knobs: scenario.knobs,
         ..Config::default()
     };
     let mut server = Stack::new(
         server_cfg,
-        Tap::new(server_port, sink),
+        Tap::new(server_port, server_sink),
         App::default(),
         Journal::keeping("server"),
     )?;
@@ -171,17 +201,19 @@ pub fn simulate(scenario: &Scenario) -> anyhow::Result<Outcome> {
         // Another stream from the same seed: the two ISNs differ.
         seed: scenario.seed.rotate_left(32) ^ CLIENT_SEED_SALT,
         clock: clock.clone(),
+        keylog: client_keylog.clone(),
+        knobs: scenario.knobs,
         ..Config::default()
     };
     let mut client_stack = Stack::new(
         client_cfg,
-        Tap::new(client_port, None),
+        Tap::new(client_port, client_sink),
         App::default(),
         Journal::keeping("client"),
     )?;
     let client_tls = tls::client_config(
         Trust::Roots(identity.chain.clone()),
-        None,
+        client_keylog,
         tls::seeded::provider(scenario.seed, "client"),
     )?;
     let mut post = ClientRequest::get(NAME, "/json");
@@ -193,12 +225,13 @@ pub fn simulate(scenario: &Scenario) -> anyhow::Result<Outcome> {
         scenario.seed
     )
     .into_bytes();
+    post.pace = scenario.pace;
     let plan = Plan {
         host: NAME.into(),
         ip: None,
         resolver: SERVER_ADDR,
-        port: 443,
-        tls: Some(client_tls),
+        port: if scenario.plain { 80 } else { 443 },
+        tls: (!scenario.plain).then_some(client_tls),
         requests: vec![
             ClientRequest::get(NAME, "/"),
             post,
@@ -245,8 +278,9 @@ pub fn simulate(scenario: &Scenario) -> anyhow::Result<Outcome> {
     let report = result;
     let virtual_time = clock.now() - VIRTUAL_EPOCH;
     let faults = server.fault_counters();
-    client_stack.shutdown()?;
-    let capture = server.shutdown()?;
+    let at_client = client_stack.shutdown()?;
+    let at_server = server.shutdown()?;
+    let capture = at_client.or(at_server);
     let client_kept = client_stack.journal_mut().take_kept();
     let server_kept = server.journal_mut().take_kept();
     let mut b = bodies.borrow_mut();
@@ -281,6 +315,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         // The link has 1 ms of delay each way unless told otherwise, so that the
         // timeline shows round trips rather than everything at +0.000.
         faults: args.faults.config(args.seed, 1),
+        knobs: args.knobs.knobs(),
+        plain: args.http,
+        pace: args.pace.pacing(),
+        capture_at: args.capture_at,
         capture,
     };
     let outcome = simulate(&scenario)?;
@@ -352,8 +390,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     if let Some((path, packets)) = &outcome.capture {
         eprintln!(
-            "synack demo: capture {} complete, {packets} packets (open it in Wireshark: the TLS decrypts by itself)",
-            path.display()
+            "synack demo: capture {} complete, {packets} packets{}",
+            path.display(),
+            if args.http {
+                ""
+            } else {
+                " (open it in Wireshark: the TLS decrypts by itself)"
+            }
         );
     }
     if outcome.download_mismatches != 0 {

@@ -168,6 +168,8 @@ struct Way {
 struct Held {
     due: Instant,
     order: u64,
+    /// Recorded, never sent: a loss whose turn on the wire has come.
+    lost: bool,
     data: Vec<u8>,
     remark: Option<String>,
     /// Inbound: what the packet tells the stack, given when it is delivered.
@@ -194,12 +196,8 @@ impl Way {
         let duplicate = self.rng.chance(cfg.duplicate);
         let reordered = self.rng.chance(cfg.reorder);
         let jitter = self.rng.below(cfg.jitter_ms * 1000 + 1);
-        if lost {
-            return Verdict {
-                lost,
-                ..Verdict::default()
-            };
-        }
+        // A lost packet still gets its time: an outbound one is recorded when it would
+        // have reached the wire, in its place among the others.
         let mut due = now;
         if let Some(kbit) = cfg.rate_kbit {
             // Serialisation: len bytes at kbit/s, behind whatever is already queued.
@@ -214,8 +212,8 @@ impl Way {
         }
         Verdict {
             lost,
-            corrupt_at: (corrupt && len > 20).then_some(corrupt_pos),
-            duplicate,
+            corrupt_at: (corrupt && len > 20 && !lost).then_some(corrupt_pos),
+            duplicate: duplicate && !lost,
             due: (due > now).then_some(due),
             reordered,
             plain_delay: !reordered && jitter == 0 && cfg.rate_kbit.is_none(),
@@ -235,6 +233,7 @@ impl Way {
         self.held.push(Held {
             due,
             order: self.judged,
+            lost: false,
             data: data.to_vec(),
             remark,
             withheld,
@@ -354,6 +353,10 @@ impl<L: Device> Faults<L> {
 
 fn release<L: Device>(tap: &mut Tap<L>, way: &mut Way, now: Instant) {
     while let Some(held) = way.take_due(now) {
+        if held.lost {
+            tap.record_unsent(now, &held.data, held.remark.unwrap_or_default());
+            continue;
+        }
         let Some(tx) = tap.transmit(now) else {
             // The device cannot take it now: keep it for the next turn.
             way.held.push(held);
@@ -399,7 +402,7 @@ impl<L: Device> Device for Faults<L> {
         count(&mut self.out.counters, &verdict);
         if verdict.lost {
             // The stack never sees it: nor should its journal.
-            self.out.tap.withhold_inbound();
+            self.out.tap.forget_inbound();
             self.swallowed = true;
             return None;
         }
@@ -492,7 +495,15 @@ impl<'a, L: Device> phy::TxToken for FaultTx<'a, L> {
         let remark = verdict.remark(now);
         let packet = &mut j.buf[..];
         if verdict.lost {
-            j.tap.record_unsent(now, packet, remark.unwrap_or_default());
+            match verdict.due {
+                Some(due) if j.way.hold(due, packet, remark.clone(), Withheld::default()) => {
+                    if let Some(last) = j.way.held.last_mut() {
+                        last.lost = true;
+                    }
+                }
+                _ => j.tap.record_unsent(now, packet, remark.unwrap_or_default()),
+            }
+            release(&mut j.tap, &mut j.way, now);
             return result;
         }
         if let Some(at) = verdict.corrupt_at {

@@ -7,6 +7,7 @@
 //! [`journey`] keeps what happened as data.
 
 pub mod alloc_count;
+pub mod analyze;
 pub mod app;
 pub mod capture;
 pub mod cli;

@@ -113,6 +113,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         dns_names: args.names.clone(),
         clock: Default::default(),
         faults,
+        knobs: args.knobs.knobs(),
     };
     let mtu = tun.mtu();
     let name = tun.name().to_owned();

@@ -136,6 +136,10 @@ fn loss_makes_retransmissions_and_the_transfer_stays_exact() {
             seed: 3,
             ..Default::default()
         },
+        knobs: Default::default(),
+        plain: false,
+        pace: None,
+        capture_at: synack::demo::Side::Server,
         capture: Some(dir.join("loss.pcapng")),
     };
     let outcome = synack::demo::simulate(&scenario).unwrap();

@@ -22,7 +22,14 @@ fn fetch(ns: &Netns, tag: &str, args: &[&str]) -> (Output, std::path::PathBuf, S
             env!("CARGO_BIN_EXE_synack"),
             "fetch",
         ])
-        .args(["--tun", "tun0", "--addr", "10.77.0.2/24", "--timeout", "20"])
+        .args([
+            "--tun",
+            "tun0",
+            "--addr",
+            "10.77.0.2/24",
+            "--max-time",
+            "20",
+        ])
         .arg("--capture")
         .arg(&capture)
         .arg("--journey-file")

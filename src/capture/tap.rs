@@ -50,6 +50,11 @@ struct Pending {
     observed: Option<Observed>,
     /// What a layer above did to the packet (the fault injector), for its comment.
     remark: Option<String>,
+    /// Held by a layer above and not yet delivered to the stack: it waits here, and so
+    /// does everything after it, so that the notes of what it caused find it.
+    deferred: bool,
+    /// Which packet this is, to find it again when it is delivered.
+    serial: u64,
 }
 
 struct TapState {
@@ -60,6 +65,8 @@ struct TapState {
     /// A pool: the first `used` entries hold packets; the rest keep their buffers.
     pending: Vec<Pending>,
     used: usize,
+    /// Packets recorded so far (the next one's serial).
+    serials: u64,
     carried: Vec<Note>,
     failure: Option<io::Error>,
     last_sync: Instant,
@@ -116,7 +123,8 @@ impl TapState {
             return;
         }
         if self.used == MAX_PENDING {
-            self.write_pending();
+            // Deferred or not, past this the packets go out without their notes.
+            self.write_pending_up_to(MAX_PENDING);
         }
         if self.used == self.pending.len() {
             self.pending.push(Pending {
@@ -125,6 +133,8 @@ impl TapState {
                 data: Vec::new(),
                 observed: None,
                 remark: None,
+                deferred: false,
+                serial: 0,
             });
         }
         let slot = &mut self.pending[self.used];
@@ -134,15 +144,28 @@ impl TapState {
         slot.data.extend_from_slice(packet);
         slot.observed = observed;
         slot.remark = remark;
+        slot.deferred = false;
+        slot.serial = self.serials;
+        self.serials += 1;
         self.used += 1;
     }
 
+    /// Writes the held packets up to the first deferred one.
     fn write_pending(&mut self) {
+        let ready = self.pending[..self.used]
+            .iter()
+            .position(|p| p.deferred)
+            .unwrap_or(self.used);
+        self.write_pending_up_to(ready);
+    }
+
+    /// Writes the first `n` held packets; the rest move to the front.
+    fn write_pending_up_to(&mut self, n: usize) {
         let Some(sink) = self.sink.as_mut() else {
             self.used = 0;
             return;
         };
-        for p in &mut self.pending[..self.used] {
+        for p in &mut self.pending[..n] {
             let mut comment = own_comment(p.observed, &p.data, self.dns_port);
             if let Some(r) = p.remark.take() {
                 append(&mut comment, r);
@@ -166,7 +189,9 @@ impl TapState {
                 return;
             }
         }
-        self.used = 0;
+        // The written entries' buffers go behind the waiting ones, for reuse.
+        self.pending[..self.used].rotate_left(n);
+        self.used -= n;
     }
 
     /// The capture cannot go on (disk full, file gone): say so once and stop capturing.
@@ -201,6 +226,8 @@ fn append(text: &mut Option<String>, more: String) {
 pub struct Withheld {
     observed: Option<Observed>,
     last_inbound: Option<(FourTuple, bool)>,
+    /// The packet waiting in the capture's queue, if it is there.
+    serial: Option<u64>,
 }
 
 /// Observes every packet in both directions and, with a sink, records it.
@@ -219,6 +246,7 @@ impl<D> Tap<D> {
                 sink,
                 pending: Vec::new(),
                 used: 0,
+                serials: 0,
                 carried: Vec::new(),
                 failure: None,
                 last_sync: Instant::ZERO,
@@ -273,9 +301,27 @@ impl<D> Tap<D> {
     }
 
     /// Takes back what the inbound packet just recorded told the stack, because a layer
-    /// above holds the packet (or loses it): the stack learns of it when it is delivered.
+    /// above holds it: the stack learns of it when it is delivered, and the packet waits
+    /// in the capture's queue until then, for the notes of what it causes.
     pub fn withhold_inbound(&mut self) -> Withheld {
         let state = self.state.get_mut();
+        let mut withheld = Self::forget(state);
+        if let Some(p) = state.pending[..state.used].last_mut()
+            && p.dir == Direction::In
+        {
+            p.deferred = true;
+            withheld.serial = Some(p.serial);
+        }
+        withheld
+    }
+
+    /// Takes back what the inbound packet just recorded told the stack, because a layer
+    /// above drops it: the stack never sees it.
+    pub fn forget_inbound(&mut self) {
+        Self::forget(self.state.get_mut());
+    }
+
+    fn forget(state: &mut TapState) -> Withheld {
         let last_inbound = state.last_inbound.take();
         let observed = match state.observed.last() {
             Some(o) if o.dir == Direction::In && Some(o.tuple()) == last_inbound.map(|l| l.0) => {
@@ -286,6 +332,7 @@ impl<D> Tap<D> {
         Withheld {
             observed,
             last_inbound,
+            serial: None,
         }
     }
 
@@ -294,6 +341,12 @@ impl<D> Tap<D> {
         let state = self.state.get_mut();
         state.observed.extend(withheld.observed);
         state.last_inbound = withheld.last_inbound;
+        if let Some(p) = state.pending[..state.used]
+            .iter_mut()
+            .find(|p| Some(p.serial) == withheld.serial)
+        {
+            p.deferred = false;
+        }
     }
 
     /// Which UDP port carries DNS, for comments on DNS packets.
@@ -358,7 +411,8 @@ impl<D> Tap<D> {
     /// packets written, if a capture is on.
     pub fn finish(&mut self) -> io::Result<Option<(std::path::PathBuf, u64)>> {
         let state = self.state.get_mut();
-        state.write_pending();
+        let all = state.used;
+        state.write_pending_up_to(all);
         if let Some(e) = state.failure.take() {
             return Err(e);
         }

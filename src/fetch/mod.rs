@@ -49,6 +49,7 @@ pub fn run(args: FetchArgs) -> anyhow::Result<u8> {
         host: url.host_header(),
         headers: args.headers.clone(),
         body: body.unwrap_or_default(),
+        pace: args.pace.pacing(),
     };
 
     let seed = args.seed.unwrap_or_else(setup::random_seed);
@@ -91,6 +92,7 @@ pub fn run(args: FetchArgs) -> anyhow::Result<u8> {
         seed,
         dns_port: None,
         faults,
+        knobs: args.knobs.knobs(),
         ..Config::default()
     };
     let mut tap = Tap::new(tun, sink);
@@ -112,7 +114,7 @@ pub fn run(args: FetchArgs) -> anyhow::Result<u8> {
     };
     let mut client = Client::new(plan, sink);
     let started = std::time::Instant::now();
-    let deadline = started + std::time::Duration::from_secs(args.timeout);
+    let deadline = started + std::time::Duration::from_secs(args.max_time);
     let mut said_time_wait = false;
     let result = loop {
         stack.step()?;
@@ -130,7 +132,7 @@ pub fn run(args: FetchArgs) -> anyhow::Result<u8> {
                 );
             }
         } else if std::time::Instant::now() > deadline {
-            break Err(FetchError::Timeout(args.timeout));
+            break Err(FetchError::Timeout(args.max_time));
         }
         stack.pause()?;
     };

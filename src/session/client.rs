@@ -33,6 +33,16 @@ pub struct ClientRequest {
     pub host: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Write the body in small pieces over time rather than at once (to see what Nagle's
+    /// algorithm does with small writes).
+    pub pace: Option<Pacing>,
+}
+
+/// Small writes: `size` bytes of the body every `every`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    pub size: usize,
+    pub every: std::time::Duration,
 }
 
 impl ClientRequest {
@@ -43,6 +53,7 @@ impl ClientRequest {
             host: host.into(),
             headers: Vec::new(),
             body: Vec::new(),
+            pace: None,
         }
     }
 
@@ -112,6 +123,10 @@ pub struct ClientSession {
     /// The request being sent (bytes and how far), then its response being read.
     out: Vec<u8>,
     out_sent: usize,
+    /// How much of `out` the writer has handed over so far (all of it, unless paced).
+    released: usize,
+    /// Paced: the next small write, and its size and interval.
+    next_write: Option<(Instant, Pacing)>,
     decoder: Option<ResponseDecoder>,
     tls: Option<TlsLayer>,
     outcome: Rc<RefCell<Outcome>>,
@@ -141,6 +156,8 @@ impl ClientSession {
             queue: requests.into(),
             out: Vec::new(),
             out_sent: 0,
+            released: 0,
+            next_write: None,
             decoder: None,
             tls: None,
             outcome: Rc::clone(&outcome),
@@ -179,6 +196,17 @@ impl ClientSession {
         ));
         self.out = bytes;
         self.out_sent = 0;
+        // Paced: the head goes at once, the body in pieces.
+        match req.pace.filter(|p| p.size > 0 && !req.body.is_empty()) {
+            Some(pace) => {
+                self.released = head_bytes;
+                self.next_write = Some((now + pace.every.into(), pace));
+            }
+            None => {
+                self.released = self.out.len();
+                self.next_write = None;
+            }
+        }
         self.decoder = Some(ResponseDecoder::new(
             req.method.eq_ignore_ascii_case("HEAD"),
         ));
@@ -262,7 +290,7 @@ impl ClientSession {
 
     /// The request bytes still to go, handed out as plaintext.
     fn fill_plain(&mut self, buf: &mut [u8]) -> usize {
-        let n = (self.out.len() - self.out_sent).min(buf.len());
+        let n = (self.released - self.out_sent).min(buf.len());
         buf[..n].copy_from_slice(&self.out[self.out_sent..self.out_sent + n]);
         self.out_sent += n;
         if n > 0 && self.out_sent == self.out.len() {
@@ -295,7 +323,7 @@ impl ClientSession {
                 }
                 continue;
             }
-            if self.out_sent == self.out.len() {
+            if self.out_sent == self.released {
                 // All requests are in rustls: our close_notify goes before our FIN.
                 if self.closing && !tls.notified {
                     tls.notify_close();
@@ -438,7 +466,7 @@ impl Conversation for ClientSession {
     }
 
     fn has_output(&self) -> bool {
-        self.out_sent < self.out.len()
+        self.out_sent < self.released
             || self.tls.as_ref().is_some_and(|t| {
                 t.plain_sent < t.plain.len()
                     || t.conn.wants_transmit()
@@ -465,12 +493,22 @@ impl Conversation for ClientSession {
         Some(self.tls.as_mut()?.take_encrypted())
     }
 
+    /// The next paced write. (The whole fetch's deadline, --max-time, is its driver's.)
     fn deadline(&self) -> Option<Instant> {
-        // The whole fetch has one deadline (--timeout), kept by its driver.
-        None
+        self.next_write.map(|(at, _)| at)
     }
 
-    fn poll_timeout(&mut self, _now: Instant, _journal: &mut Journal) {}
+    /// Hands over the next small piece of a paced body.
+    fn poll_timeout(&mut self, now: Instant, _journal: &mut Journal) {
+        let Some((at, pace)) = self.next_write else {
+            return;
+        };
+        if now < at {
+            return;
+        }
+        self.released = (self.released + pace.size).min(self.out.len());
+        self.next_write = (self.released < self.out.len()).then(|| (now + pace.every.into(), pace));
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ mod client;
 mod server;
 mod tls_layer;
 
-pub use client::{BodySink, ClientRequest, ClientSession, Exchange, Outcome};
+pub use client::{BodySink, ClientRequest, ClientSession, Exchange, Outcome, Pacing};
 pub use server::ServerSession;
 
 /// What the stack needs from a connection's conversation to move its bytes.

@@ -192,13 +192,13 @@ impl<L: Link> Stack<L> {
             ))
         });
         let sock = self.sockets.get_mut::<tcp::Socket>(handle);
+        self.cfg.knobs.apply(sock);
         sock.connect(
             self.iface.context(),
             (IpAddress::Ipv4(*remote.ip()), remote.port()),
             port,
         )
         .map_err(|e| StackError::Connect(remote, e.to_string()))?;
-        sock.set_timeout(Some(super::limits::DEAD_PEER_TIMEOUT.into()));
         let local = SocketAddrV4::new(self.cfg.addr, port);
         let tuple = FourTuple { local, remote };
         let id = self.journal.open(local, remote, now.total_micros());

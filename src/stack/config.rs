@@ -40,6 +40,63 @@ pub mod limits {
     pub const MAX_BUF: usize = 1 << 30;
 }
 
+/// Congestion control (`--cc`): smoltcp's controllers (RFC 5681 Reno, RFC 8312 CUBIC),
+/// or none, where only the peer's window limits what is in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Congestion {
+    #[default]
+    None,
+    Reno,
+    Cubic,
+}
+
+/// The per-socket TCP knobs, applied to every socket the stack listens or connects with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpKnobs {
+    /// Nagle's algorithm (RFC 896; RFC 9293 §3.7.4): hold small segments while data is
+    /// unacknowledged.
+    pub nagle: bool,
+    /// How long an ACK may wait for data to ride on (RFC 9293 §3.8.6.3, RFC 1122
+    /// §4.2.3.2); `None` acknowledges at once.
+    pub ack_delay: Option<std::time::Duration>,
+    /// Keep-alive probes after this much idle time (RFC 9293 §3.8.4); `None`: none.
+    pub keepalive: Option<std::time::Duration>,
+    /// A connection with unacknowledged data and no word from the peer this long is
+    /// aborted (RFC 9293 §3.8.3, the user timeout).
+    pub timeout: std::time::Duration,
+    pub congestion: Congestion,
+}
+
+impl Default for TcpKnobs {
+    fn default() -> Self {
+        TcpKnobs {
+            nagle: true,
+            // smoltcp's default, and the order of what Linux does (40 ms minimum).
+            ack_delay: Some(std::time::Duration::from_millis(10)),
+            keepalive: None,
+            timeout: limits::DEAD_PEER_TIMEOUT,
+            congestion: Congestion::None,
+        }
+    }
+}
+
+impl TcpKnobs {
+    /// Sets them on a socket. The congestion controller is made anew, so a reused socket
+    /// does not carry the last connection's window.
+    pub fn apply(&self, sock: &mut smoltcp::socket::tcp::Socket<'_>) {
+        use smoltcp::socket::tcp::CongestionControl;
+        sock.set_nagle_enabled(self.nagle);
+        sock.set_ack_delay(self.ack_delay.map(Into::into));
+        sock.set_keep_alive(self.keepalive.map(Into::into));
+        sock.set_timeout(Some(self.timeout.into()));
+        sock.set_congestion_control(match self.congestion {
+            Congestion::None => CongestionControl::None,
+            Congestion::Reno => CongestionControl::Reno,
+            Congestion::Cubic => CongestionControl::Cubic,
+        });
+    }
+}
+
 /// What the stack is configured to be.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -72,6 +129,7 @@ pub struct Config {
     pub clock: Clock,
     /// Faults injected between the capture and the stack.
     pub faults: FaultConfig,
+    pub knobs: TcpKnobs,
 }
 
 impl Config {
@@ -106,6 +164,7 @@ impl Default for Config {
             dns_names: vec!["synack.test".into()],
             clock: Clock::Real,
             faults: FaultConfig::default(),
+            knobs: TcpKnobs::default(),
         }
     }
 }

@@ -38,7 +38,7 @@ mod record;
 mod resolver;
 mod table;
 
-pub use config::{Config, Counters, limits};
+pub use config::{Config, Congestion, Counters, TcpKnobs, limits};
 use drive::{Drive, drive};
 
 pub use client::{ConnStatus, Ended, LookupId};
@@ -424,7 +424,6 @@ impl<L: Link> Stack<L> {
                     None => ServerSession::new(conn.id, limits, timeouts, now),
                 };
                 conn.session = Some(Box::new(session));
-                sock.set_timeout(Some(limits::DEAD_PEER_TIMEOUT.into()));
                 let id = conn.id;
                 let (waiting, free) = self.queue(self.slots[idx].port);
                 self.journal.record(

@@ -132,12 +132,9 @@ impl<L: Link> Stack<L> {
                 ))
             });
             // listen() resets the socket: state, buffers, timers, sequence numbers.
-            if self
-                .sockets
-                .get_mut::<tcp::Socket>(handle)
-                .listen(port)
-                .is_err()
-            {
+            let sock = self.sockets.get_mut::<tcp::Socket>(handle);
+            self.cfg.knobs.apply(sock);
+            if sock.listen(port).is_err() {
                 log::error!("cannot listen on port {port}");
                 return;
             }

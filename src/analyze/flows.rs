@@ -1,0 +1,473 @@
+//! From frames to conversations: TCP connections with every segment's relative numbers
+//! and analysis tags, and DNS exchanges. The tags are computed from the packets alone,
+//! the way Wireshark's TCP analysis does, so they mean the same on any capture.
+
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::read::Frame;
+use crate::observe::{Segment, SynOptions};
+
+/// A segment whose sequence space was already covered, sent within this long after the
+/// newest segment, is taken as reordered rather than retransmitted (Wireshark uses 3 ms
+/// too, when it has no RTT to go by).
+const OUT_OF_ORDER_WINDOW: Duration = Duration::from_millis(3);
+
+/// Duplicate ACKs before a retransmission counts as a fast retransmission (RFC 5681
+/// §3.2 waits for three; Wireshark names it from two).
+const FAST_RETRANSMIT_DUP_ACKS: u32 = 2;
+
+/// What the analysis found about a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tag {
+    Retransmission,
+    FastRetransmission,
+    /// The n-th duplicate of the previous ACK.
+    DuplicateAck(u32),
+    OutOfOrder,
+    ZeroWindow,
+    WindowUpdate,
+    KeepAlive,
+    /// The ACK of the last FIN: its sender now waits in TIME-WAIT (RFC 9293 §3.6).
+    TimeWait,
+}
+
+impl Tag {
+    pub fn text(self) -> String {
+        match self {
+            Tag::Retransmission => "retransmission".into(),
+            Tag::FastRetransmission => "fast retransmission".into(),
+            Tag::DuplicateAck(n) => format!("duplicate ACK #{n}"),
+            Tag::OutOfOrder => "out-of-order".into(),
+            Tag::ZeroWindow => "zero window".into(),
+            Tag::WindowUpdate => "window update".into(),
+            Tag::KeepAlive => "keep-alive".into(),
+            Tag::TimeWait => "sender enters TIME-WAIT".into(),
+        }
+    }
+}
+
+/// One TCP segment as the ladder and the statistics see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Seg {
+    pub frame: usize,
+    /// Seconds since the capture's first frame.
+    pub time: f64,
+    pub from_client: bool,
+    pub syn: bool,
+    pub ack_flag: bool,
+    pub fin: bool,
+    pub rst: bool,
+    pub psh: bool,
+    /// Relative to each side's ISN, as Wireshark shows them.
+    pub seq: u32,
+    pub ack: u32,
+    pub len: u32,
+    /// The window as advertised, scaled when both SYNs offered window scaling.
+    pub window: u64,
+    pub options: SynOptions,
+    pub tags: Vec<Tag>,
+    pub comment: Option<String>,
+}
+
+impl Seg {
+    pub fn flags(&self) -> String {
+        let mut f = Vec::new();
+        for (on, name) in [
+            (self.syn, "SYN"),
+            (self.fin, "FIN"),
+            (self.rst, "RST"),
+            (self.psh, "PSH"),
+            (self.ack_flag, "ACK"),
+        ] {
+            if on {
+                f.push(name);
+            }
+        }
+        f.join(",")
+    }
+
+    fn seq_len(&self) -> u32 {
+        self.len + u32::from(self.syn) + u32::from(self.fin)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Connection {
+    pub client: SocketAddrV4,
+    pub server: SocketAddrV4,
+    pub segments: Vec<Seg>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DnsExchange {
+    pub client: SocketAddrV4,
+    pub server: SocketAddrV4,
+    /// (frame, seconds, what the message says) of the query and the answer.
+    pub messages: Vec<(usize, f64, bool, String)>,
+}
+
+/// A conversation in the capture, in order of its first frame.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Conversation {
+    Tcp(Connection),
+    Dns(DnsExchange),
+}
+
+/// One side's sequence space, for the tags.
+#[derive(Default)]
+struct Side {
+    isn: Option<u32>,
+    /// The highest relative sequence number sent (exclusive).
+    max_end: u32,
+    max_end_time: Duration,
+    /// Ranges sent, to tell a retransmission from a first sending.
+    sent: std::collections::HashSet<(u32, u32)>,
+    wscale: Option<u8>,
+    last_ack: Option<(u32, u64)>,
+    dup_acks: u32,
+    /// Where this side's FIN ends in its sequence space, and when it was first seen.
+    fin_end: Option<u32>,
+    fin_time: Option<Duration>,
+    /// This side sent the ACK that put it in TIME-WAIT.
+    time_wait: bool,
+}
+
+/// Groups the frames into conversations and analyses each segment.
+pub fn conversations(frames: &[Frame]) -> Vec<Conversation> {
+    let start = frames.first().map(|f| f.time).unwrap_or_default();
+    let mut order: Vec<Conversation> = Vec::new();
+    let mut tcp: HashMap<(SocketAddrV4, SocketAddrV4), (usize, [Side; 2])> = HashMap::new();
+    let mut dns: HashMap<(SocketAddrV4, SocketAddrV4, u16), usize> = HashMap::new();
+    for frame in frames {
+        let t = frame.time.saturating_sub(start);
+        if let Some(s) = Segment::parse(&frame.ip) {
+            let key = if s.src < s.dst {
+                (s.src, s.dst)
+            } else {
+                (s.dst, s.src)
+            };
+            let (idx, sides) = tcp.entry(key).or_insert_with(|| {
+                // The client is whoever sent the first SYN; failing that, the first sender.
+                let (client, server) = if s.syn && s.ack_flag {
+                    (s.dst, s.src)
+                } else {
+                    (s.src, s.dst)
+                };
+                order.push(Conversation::Tcp(Connection {
+                    client,
+                    server,
+                    segments: Vec::new(),
+                }));
+                (order.len() - 1, Default::default())
+            });
+            let Conversation::Tcp(conn) = &mut order[*idx] else {
+                continue;
+            };
+            let from_client = s.src == conn.client;
+            let seg = analyse(&s, from_client, sides, t, frame);
+            conn.segments.push(seg);
+            continue;
+        }
+        if let Some((src, dst, payload)) = udp53(&frame.ip) {
+            let query = dst.port() == 53;
+            let (client, server) = if query { (src, dst) } else { (dst, src) };
+            let id = u16::from_be_bytes([payload[0], payload[1]]);
+            let idx = *dns.entry((client, server, id)).or_insert_with(|| {
+                order.push(Conversation::Dns(DnsExchange {
+                    client,
+                    server,
+                    messages: Vec::new(),
+                }));
+                order.len() - 1
+            });
+            if let Conversation::Dns(x) = &mut order[idx] {
+                let text = crate::dns::describe(payload);
+                x.messages
+                    .push((frame.number, t.as_secs_f64(), query, text));
+            }
+        }
+    }
+    order
+}
+
+/// A UDP datagram to or from port 53 with at least a DNS header's worth of payload.
+fn udp53(ip: &[u8]) -> Option<(SocketAddrV4, SocketAddrV4, &[u8])> {
+    let v4 = etherparse::Ipv4Slice::from_slice(ip).ok()?;
+    if v4.payload_ip_number() != etherparse::IpNumber::UDP {
+        return None;
+    }
+    let udp = etherparse::UdpSlice::from_slice(v4.payload().payload).ok()?;
+    if udp.source_port() != 53 && udp.destination_port() != 53 || udp.payload().len() < 12 {
+        return None;
+    }
+    let h = v4.header();
+    Some((
+        SocketAddrV4::new(h.source_addr(), udp.source_port()),
+        SocketAddrV4::new(h.destination_addr(), udp.destination_port()),
+        udp.payload(),
+    ))
+}
+
+fn analyse(
+    s: &Segment,
+    from_client: bool,
+    sides: &mut [Side; 2],
+    t: Duration,
+    frame: &Frame,
+) -> Seg {
+    let (me, other) = if from_client { (0, 1) } else { (1, 0) };
+    if s.syn {
+        sides[me].isn = Some(s.seq);
+        sides[me].wscale = s.options.window_scale;
+    }
+    let isn = *sides[me].isn.get_or_insert(s.seq.wrapping_sub(1));
+    let peer_isn = sides[other].isn;
+    let rel_seq = s.seq.wrapping_sub(isn);
+    let rel_ack = peer_isn.map_or(s.ack, |i| s.ack.wrapping_sub(i));
+    // RFC 7323 §2.2: the window in a SYN is never scaled; after it, only if both SYNs
+    // carried the option.
+    let shift = match (sides[me].wscale, sides[other].wscale) {
+        (Some(w), Some(_)) if !s.syn => w.min(14),
+        _ => 0,
+    };
+    let window = u64::from(s.window) << shift;
+    let mut seg = Seg {
+        frame: frame.number,
+        time: t.as_secs_f64(),
+        from_client,
+        syn: s.syn,
+        ack_flag: s.ack_flag,
+        fin: s.fin,
+        rst: s.rst,
+        psh: s.psh,
+        seq: rel_seq,
+        ack: if s.ack_flag { rel_ack } else { 0 },
+        len: s.payload_len,
+        window,
+        options: s.options,
+        tags: Vec::new(),
+        comment: frame.comment.clone(),
+    };
+    let seq_len = seg.seq_len();
+    let end = rel_seq.wrapping_add(seq_len);
+    let (mine, theirs) = if me == 0 {
+        let (a, b) = sides.split_at_mut(1);
+        (&mut a[0], &mut b[0])
+    } else {
+        let (a, b) = sides.split_at_mut(1);
+        (&mut b[0], &mut a[0])
+    };
+    if seq_len > 0 && !s.rst {
+        let seen_before = mine.sent.contains(&(rel_seq, end));
+        let covered = seq_before_eq(end, mine.max_end) && mine.max_end != 0;
+        if covered {
+            if !seen_before && t.saturating_sub(mine.max_end_time) < OUT_OF_ORDER_WINDOW {
+                seg.tags.push(Tag::OutOfOrder);
+            } else if s.payload_len <= 1
+                && !s.syn
+                && !s.fin
+                && rel_seq.wrapping_add(1) == mine.max_end
+                && theirs.last_ack.is_some_and(|(a, _)| a == mine.max_end)
+            {
+                seg.tags.push(Tag::KeepAlive);
+            } else if theirs.dup_acks >= FAST_RETRANSMIT_DUP_ACKS
+                && theirs.last_ack.is_some_and(|(a, _)| a == rel_seq)
+            {
+                seg.tags.push(Tag::FastRetransmission);
+            } else {
+                seg.tags.push(Tag::Retransmission);
+            }
+        } else {
+            mine.max_end = end;
+            mine.max_end_time = t;
+        }
+        if mine.sent.len() < 1 << 16 {
+            mine.sent.insert((rel_seq, end));
+        }
+        if s.fin && mine.fin_end.is_none() {
+            mine.fin_end = Some(end);
+            mine.fin_time = Some(t);
+        }
+    }
+    // A keep-alive with no data: one sequence number behind what was sent (RFC 9293
+    // §3.8.4), so the peer answers with an ACK.
+    if seq_len == 0 && !s.rst && mine.max_end != 0 && rel_seq.wrapping_add(1) == mine.max_end {
+        seg.tags.push(Tag::KeepAlive);
+    }
+    if s.ack_flag && !s.syn && !s.rst {
+        if window == 0 {
+            seg.tags.push(Tag::ZeroWindow);
+        }
+        let pure = s.payload_len == 0 && !s.fin;
+        match mine.last_ack {
+            Some((a, w)) if a == rel_ack && pure => {
+                let outstanding = seq_before(rel_ack, theirs.max_end);
+                if w == window && outstanding && !seg.tags.contains(&Tag::KeepAlive) {
+                    mine.dup_acks += 1;
+                    seg.tags.push(Tag::DuplicateAck(mine.dup_acks));
+                } else if w != window {
+                    seg.tags.push(Tag::WindowUpdate);
+                }
+            }
+            Some((a, _)) if a == rel_ack => {}
+            _ => mine.dup_acks = 0,
+        }
+        mine.last_ack = Some((rel_ack, window));
+        // The first ACK of the second FIN, from the side whose FIN came first (the active
+        // closer, RFC 9293 §3.6): it now waits in TIME-WAIT.
+        if pure
+            && !mine.time_wait
+            && let (Some(my_fin), Some(their_fin)) = (mine.fin_end, theirs.fin_end)
+            && mine.fin_time <= theirs.fin_time
+            && seq_before_eq(their_fin, rel_ack)
+            && seq_before_eq(my_fin, rel_seq)
+        {
+            mine.time_wait = true;
+            seg.tags.push(Tag::TimeWait);
+        }
+    }
+    seg
+}
+
+/// `a <= b` in sequence space (RFC 9293 §3.4: modulo 2^32).
+fn seq_before_eq(a: u32, b: u32) -> bool {
+    b.wrapping_sub(a) < 1 << 31
+}
+
+fn seq_before(a: u32, b: u32) -> bool {
+    a != b && seq_before_eq(a, b)
+}
+
+/// What `synack stats` says about a connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnStats {
+    pub client: SocketAddrV4,
+    pub server: SocketAddrV4,
+    /// SYN to SYN-ACK, SYN-ACK to ACK, and the whole handshake, in ms, as seen at the
+    /// capture point.
+    pub syn_to_synack_ms: Option<f64>,
+    pub synack_to_ack_ms: Option<f64>,
+    pub handshake_ms: Option<f64>,
+    pub duration_ms: f64,
+    /// Client to server, then server to client: payload bytes, each counted once.
+    pub bytes: [u64; 2],
+    pub segments: [u64; 2],
+    /// Payload bytes that were new (not retransmitted) in the busier direction, per
+    /// second of the connection.
+    pub goodput_bytes_per_s: f64,
+    pub retransmissions: [u64; 2],
+    pub duplicate_acks: [u64; 2],
+    pub min_window: [Option<u64>; 2],
+    pub max_window: [Option<u64>; 2],
+    /// Time from a data segment to the first ACK that covers it (Karn: never for a
+    /// retransmitted one), in ms.
+    pub rtt_samples: usize,
+    pub rtt_min_ms: Option<f64>,
+    pub rtt_median_ms: Option<f64>,
+    pub rtt_max_ms: Option<f64>,
+}
+
+pub fn stats(c: &Connection) -> ConnStats {
+    let find = |f: &dyn Fn(&Seg) -> bool| c.segments.iter().find(|s| f(s)).map(|s| s.time);
+    let syn = find(&|s| s.syn && !s.ack_flag);
+    let synack = find(&|s| s.syn && s.ack_flag);
+    let ack3 = synack.and_then(|t0| {
+        c.segments
+            .iter()
+            .find(|s| s.from_client && s.ack_flag && !s.syn && s.time >= t0)
+            .map(|s| s.time)
+    });
+    let ms = |a: Option<f64>, b: Option<f64>| Some((b? - a?) * 1000.0);
+    let first = c.segments.first().map_or(0.0, |s| s.time);
+    let last = c.segments.last().map_or(0.0, |s| s.time);
+    let mut st = ConnStats {
+        client: c.client,
+        server: c.server,
+        syn_to_synack_ms: ms(syn, synack),
+        synack_to_ack_ms: ms(synack, ack3),
+        handshake_ms: ms(syn, ack3),
+        duration_ms: (last - first) * 1000.0,
+        bytes: [0; 2],
+        segments: [0; 2],
+        goodput_bytes_per_s: 0.0,
+        retransmissions: [0; 2],
+        duplicate_acks: [0; 2],
+        min_window: [None; 2],
+        max_window: [None; 2],
+        rtt_samples: 0,
+        rtt_min_ms: None,
+        rtt_median_ms: None,
+        rtt_max_ms: None,
+    };
+    // Data segments waiting for their ACK, per direction: (end, time, retransmitted).
+    let mut pending: [Vec<(u32, f64)>; 2] = [Vec::new(), Vec::new()];
+    let mut rtts = Vec::new();
+    // The sequence space each side's data covered: every byte counted once, whether it
+    // went once, twice, or reached the capture late.
+    let mut span: [Option<(u32, u32)>; 2] = [None, None];
+    for s in &c.segments {
+        let d = usize::from(!s.from_client);
+        st.segments[d] += 1;
+        let retransmitted = s
+            .tags
+            .iter()
+            .any(|t| matches!(t, Tag::Retransmission | Tag::FastRetransmission));
+        if retransmitted {
+            st.retransmissions[d] += 1;
+            // Karn's rule (RFC 6298 §3): an ACK after a retransmission says nothing
+            // about the round trip.
+            pending[d].retain(|&(end, _)| !seq_before(s.seq, end));
+        } else if s.len > 0 && !s.tags.contains(&Tag::OutOfOrder) {
+            pending[d].push((s.seq.wrapping_add(s.seq_len()), s.time));
+        }
+        if s.len > 0 {
+            let (lo, hi) = span[d].get_or_insert((s.seq, s.seq));
+            if seq_before(s.seq, *lo) {
+                *lo = s.seq;
+            }
+            let end = s.seq.wrapping_add(s.len);
+            if seq_before(*hi, end) {
+                *hi = end;
+            }
+        }
+        if s.tags.iter().any(|t| matches!(t, Tag::DuplicateAck(_))) {
+            st.duplicate_acks[d] += 1;
+        }
+        if !s.syn && !s.rst {
+            st.min_window[d] = Some(st.min_window[d].map_or(s.window, |w| w.min(s.window)));
+            st.max_window[d] = Some(st.max_window[d].map_or(s.window, |w| w.max(s.window)));
+        }
+        if s.ack_flag {
+            let other = &mut pending[1 - d];
+            let ack = s.ack;
+            let mut i = 0;
+            while i < other.len() {
+                if seq_before_eq(other[i].0, ack) {
+                    rtts.push((s.time - other[i].1) * 1000.0);
+                    other.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
+    for d in 0..2 {
+        st.bytes[d] = span[d].map_or(0, |(lo, hi)| u64::from(hi.wrapping_sub(lo)));
+    }
+    let busier = st.bytes[0].max(st.bytes[1]);
+    if last > first {
+        st.goodput_bytes_per_s = busier as f64 / (last - first);
+    }
+    rtts.sort_by(|a, b| a.total_cmp(b));
+    st.rtt_samples = rtts.len();
+    st.rtt_min_ms = rtts.first().copied();
+    st.rtt_max_ms = rtts.last().copied();
+    st.rtt_median_ms = rtts.get(rtts.len() / 2).copied();
+    st
+}

@@ -1,0 +1,254 @@
+//! Reading any capture: pcap or pcapng (synack's, tcpdump's, Wireshark's), with Raw IP,
+//! IPv4, Ethernet, Linux cooked (SLL, SLL2) or BSD loopback framing, down to the IPv4
+//! packets inside. A file that is not a capture, or is cut short, is a clear error.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use pcap_file::DataLink;
+use pcap_file::pcap::PcapReader;
+use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
+use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+use pcap_file::pcapng::{Block, PcapNgReader};
+
+/// Why a capture cannot be read, in words for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot open {0}: {1}")]
+    Open(String, std::io::Error),
+    #[error("{0} is not a pcap or pcapng capture (it starts with {1})")]
+    NotACapture(String, String),
+    #[error("{path} is damaged or cut short after {packets} packets: {reason}")]
+    Damaged {
+        path: String,
+        packets: usize,
+        reason: String,
+    },
+    #[error(
+        "{0} uses link type {1:?}, which synack cannot read (it reads Raw IP, IPv4, Ethernet, Linux cooked and loopback captures)"
+    )]
+    LinkType(String, DataLink),
+}
+
+/// One captured packet: its IPv4 bytes, when, and what the capture said about it.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// 1-based, as Wireshark numbers frames.
+    pub number: usize,
+    pub time: Duration,
+    /// The IPv4 packet (link framing removed); empty if it was not IPv4.
+    pub ip: Vec<u8>,
+    pub comment: Option<String>,
+    /// pcapng's direction flag, if the capture has it: `Some(true)` inbound.
+    pub inbound: Option<bool>,
+}
+
+/// The IPv4 packet inside a frame of this link type, if it carries one.
+fn ip_of(link: DataLink, data: &[u8]) -> Option<&[u8]> {
+    let ip = match link {
+        DataLink::RAW | DataLink::IPV4 => data,
+        DataLink::ETHERNET => {
+            let eth = etherparse::SlicedPacket::from_ethernet(data).ok()?;
+            match eth.net? {
+                etherparse::NetSlice::Ipv4(v4) => {
+                    let start = v4.header().slice().as_ptr() as usize - data.as_ptr() as usize;
+                    &data[start..]
+                }
+                _ => return None,
+            }
+        }
+        // Linux cooked capture (tcpdump -i any): 16-byte header, protocol at 14.
+        DataLink::LINUX_SLL => (data.get(14..16)? == [0x08, 0x00]).then(|| &data[16..])?,
+        // SLL2: 20-byte header, protocol at 0.
+        DataLink::LINUX_SLL2 => (data.get(0..2)? == [0x08, 0x00]).then(|| &data[20..])?,
+        // BSD loopback: a 4-byte address family in host order; 2 is AF_INET.
+        DataLink::NULL | DataLink::LOOP => {
+            let family = data.get(0..4)?;
+            (family == [2, 0, 0, 0] || family == [0, 0, 0, 2]).then(|| &data[4..])?
+        }
+        _ => return None,
+    };
+    (ip.first()? >> 4 == 4).then_some(ip)
+}
+
+fn readable(link: DataLink) -> bool {
+    matches!(
+        link,
+        DataLink::RAW
+            | DataLink::IPV4
+            | DataLink::ETHERNET
+            | DataLink::LINUX_SLL
+            | DataLink::LINUX_SLL2
+            | DataLink::NULL
+            | DataLink::LOOP
+    )
+}
+
+/// Reads every frame of the capture at `path`.
+pub fn read(path: &Path) -> Result<Vec<Frame>, ReadError> {
+    let name = path.display().to_string();
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| ReadError::Open(name.clone(), e))?;
+    match bytes.get(0..4) {
+        Some([0x0a, 0x0d, 0x0d, 0x0a]) => read_pcapng(&name, &bytes),
+        Some(
+            [0xa1, 0xb2, 0xc3, 0xd4]
+            | [0xd4, 0xc3, 0xb2, 0xa1]
+            | [0xa1, 0xb2, 0x3c, 0x4d]
+            | [0x4d, 0x3c, 0xb2, 0xa1],
+        ) => read_pcap(&name, &bytes),
+        _ => {
+            let start: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            let start = if start.is_empty() {
+                "nothing: it is empty".to_owned()
+            } else {
+                start.join(" ")
+            };
+            Err(ReadError::NotACapture(name, start))
+        }
+    }
+}
+
+fn damaged(path: &str, packets: usize, e: impl std::fmt::Display) -> ReadError {
+    ReadError::Damaged {
+        path: path.to_owned(),
+        packets,
+        reason: e.to_string(),
+    }
+}
+
+fn read_pcap(name: &str, bytes: &[u8]) -> Result<Vec<Frame>, ReadError> {
+    let mut reader = PcapReader::new(bytes).map_err(|e| damaged(name, 0, e))?;
+    let link = reader.header().datalink;
+    if !readable(link) {
+        return Err(ReadError::LinkType(name.to_owned(), link));
+    }
+    let mut frames = Vec::new();
+    while let Some(packet) = reader.next_packet() {
+        let packet = packet.map_err(|e| damaged(name, frames.len(), e))?;
+        frames.push(Frame {
+            number: frames.len() + 1,
+            time: packet.timestamp,
+            ip: ip_of(link, &packet.data)
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default(),
+            comment: None,
+            inbound: None,
+        });
+    }
+    Ok(frames)
+}
+
+/// Nanoseconds per unit of an interface's timestamps (`if_tsresol`, pcapng §4.2;
+/// microseconds when absent).
+fn ns_per_unit(resol: Option<u8>) -> f64 {
+    match resol {
+        None => 1000.0,
+        Some(r) if r & 0x80 == 0 => 1e9 / 10f64.powi(i32::from(r)),
+        Some(r) => 1e9 / 2f64.powi(i32::from(r & 0x7f)),
+    }
+}
+
+fn read_pcapng(name: &str, bytes: &[u8]) -> Result<Vec<Frame>, ReadError> {
+    let mut reader = PcapNgReader::new(bytes).map_err(|e| damaged(name, 0, e))?;
+    // Per interface: its link type and timestamp unit.
+    let mut interfaces: Vec<(DataLink, f64)> = Vec::new();
+    let mut frames = Vec::new();
+    while let Some(block) = reader.next_block() {
+        let block = block.map_err(|e| damaged(name, frames.len(), e))?;
+        let (interface, raw, data, options) = match block {
+            Block::SectionHeader(_) => {
+                interfaces.clear();
+                continue;
+            }
+            Block::InterfaceDescription(idb) => {
+                let resol = idb.options.iter().find_map(|o| match o {
+                    InterfaceDescriptionOption::IfTsResol(r) => Some(*r),
+                    _ => None,
+                });
+                interfaces.push((idb.linktype, ns_per_unit(resol)));
+                continue;
+            }
+            Block::EnhancedPacket(epb) => (
+                epb.interface_id as usize,
+                // pcap-file hands the raw count as nanoseconds; the unit is the interface's.
+                epb.timestamp.as_nanos() as f64,
+                epb.data.into_owned(),
+                epb.options,
+            ),
+            Block::SimplePacket(spb) => (0, 0.0, spb.data.into_owned(), Vec::new()),
+            _ => continue,
+        };
+        let Some(&(link, unit)) = interfaces.get(interface) else {
+            return Err(damaged(
+                name,
+                frames.len(),
+                "a packet names an interface that was never described",
+            ));
+        };
+        if !readable(link) {
+            return Err(ReadError::LinkType(name.to_owned(), link));
+        }
+        let mut comment = None;
+        let mut inbound = None;
+        for o in options {
+            match o {
+                EnhancedPacketOption::Comment(c) => comment = Some(c.into_owned()),
+                EnhancedPacketOption::Flags(f) => match f & 3 {
+                    1 => inbound = Some(true),
+                    2 => inbound = Some(false),
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        frames.push(Frame {
+            number: frames.len() + 1,
+            time: Duration::from_nanos((raw * unit) as u64),
+            ip: ip_of(link, &data).map(<[u8]>::to_vec).unwrap_or_default(),
+            comment,
+            inbound,
+        });
+    }
+    Ok(frames)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_and_truncation_are_errors_that_say_so() {
+        let dir = std::env::temp_dir().join(format!("synack-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let garbage = dir.join("garbage");
+        std::fs::write(&garbage, b"GET / HTTP/1.1\r\n").unwrap();
+        let e = read(&garbage).unwrap_err().to_string();
+        assert!(e.contains("is not a pcap or pcapng capture"), "{e}");
+        let empty = dir.join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(read(&empty).unwrap_err().to_string().contains("empty"));
+        // A pcapng section header cut in half.
+        let cut = dir.join("cut");
+        std::fs::write(&cut, [0x0a, 0x0d, 0x0d, 0x0a, 0x1c, 0, 0, 0, 0x4d, 0x3c]).unwrap();
+        let e = read(&cut).unwrap_err().to_string();
+        assert!(e.contains("damaged or cut short"), "{e}");
+        assert!(
+            read(&dir.join("missing"))
+                .unwrap_err()
+                .to_string()
+                .contains("cannot open")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn timestamp_units() {
+        assert_eq!(ns_per_unit(None), 1000.0);
+        assert_eq!(ns_per_unit(Some(9)), 1.0);
+        assert_eq!(ns_per_unit(Some(6)), 1000.0);
+    }
+}
