@@ -457,9 +457,7 @@ pub fn stats(c: &Connection) -> ConnStats {
             }
         }
     }
-    for d in 0..2 {
-        st.bytes[d] = span[d].map_or(0, |(lo, hi)| u64::from(hi.wrapping_sub(lo)));
-    }
+    st.bytes = span.map(|s| s.map_or(0, |(lo, hi)| u64::from(hi.wrapping_sub(lo))));
     let busier = st.bytes[0].max(st.bytes[1]);
     if last > first {
         st.goodput_bytes_per_s = busier as f64 / (last - first);
