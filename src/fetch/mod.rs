@@ -134,8 +134,24 @@ pub fn run(args: FetchArgs) -> anyhow::Result<u8> {
         } else if std::time::Instant::now() > deadline {
             break Err(FetchError::Timeout(args.max_time));
         }
-        stack.pause()?;
+        // Wake up for --max-time even if nothing else is due.
+        stack.pause(Some(
+            deadline.saturating_duration_since(std::time::Instant::now()),
+        ))?;
     };
+    // Leaving while in TIME-WAIT: our ACK of the server's FIN may still wait out the ACK
+    // delay; send it, or the server stays in LAST-ACK retransmitting its FIN.
+    if args.no_time_wait && result.as_ref().is_ok_and(|r| r.time_wait) {
+        let linger = std::time::Instant::now()
+            + args.knobs.ack_delay.0.unwrap_or_default()
+            + std::time::Duration::from_millis(5);
+        while std::time::Instant::now() < linger {
+            stack.step()?;
+            stack.pause(Some(
+                linger.saturating_duration_since(std::time::Instant::now()),
+            ))?;
+        }
+    }
     let finished = stack.shutdown();
     setup::report_capture(finished);
     match result {

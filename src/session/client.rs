@@ -506,6 +506,12 @@ impl Conversation for ClientSession {
         if now < at {
             return;
         }
+        // The next write waits until the last one went into the socket (not before the
+        // handshake is done, nor while the send buffer is full).
+        if self.out_sent < self.released {
+            self.next_write = Some((now + pace.every.into(), pace));
+            return;
+        }
         self.released = (self.released + pace.size).min(self.out.len());
         self.next_write = (self.released < self.out.len()).then(|| (now + pace.every.into(), pace));
     }

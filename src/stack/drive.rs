@@ -23,6 +23,11 @@ pub(super) fn drive(
     app: &App,
     journal: &mut Journal,
 ) -> Drive {
+    // A connection we opened has its conversation from the start; it speaks once the
+    // handshake is done (before that, may_recv() would read as the peer's FIN).
+    if sock.state() == tcp::State::SynSent {
+        return Drive::Ok;
+    }
     let id = session.id();
     let t = now.total_micros();
     // Receive: copy out what the session has room for; the rest waits in the socket

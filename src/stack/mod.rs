@@ -235,17 +235,21 @@ impl<L: Link> Stack<L> {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            self.pause()?;
+            self.pause(None)?;
         }
         Ok(())
     }
 
     /// Between two steps: writes out what the journal and capture hold, then sleeps on
     /// the device until a packet comes or the next deadline.
-    pub fn pause(&mut self) -> Result<(), StackError> {
+    /// `at_most` bounds the sleep for a caller with its own deadline.
+    pub fn pause(&mut self, at_most: Option<Duration>) -> Result<(), StackError> {
         let now = self.cfg.clock.now();
         self.settle(now);
-        let wait = self.next_wait(now);
+        let wait = match (self.next_wait(now), at_most) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.dev.wait(wait).map_err(StackError::Wait)
     }
 
@@ -438,11 +442,6 @@ impl<L: Link> Stack<L> {
                 );
             }
             let sock = self.sockets.get_mut::<tcp::Socket>(handle);
-            // A connection we opened has its conversation from the start; it speaks once
-            // the handshake is done (before that, may_recv() reads as the peer's FIN).
-            if sock.state() == tcp::State::SynSent {
-                continue;
-            }
             let Some(conn) = self.slots[idx].conn.as_mut() else {
                 continue;
             };
