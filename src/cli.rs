@@ -413,6 +413,9 @@ pub struct DemoArgs {
     /// Which end's device the capture records: server (where the faults are) or client.
     #[arg(long, value_enum, default_value = "server")]
     pub capture_at: crate::demo::Side,
+    /// The server's accept queue (1..=4096).
+    #[arg(long, default_value_t = limits::DEFAULT_BACKLOG, value_parser = backlog_range)]
+    pub backlog: usize,
 }
 
 fn parse_download(s: &str) -> Result<u64, String> {

@@ -76,6 +76,8 @@ pub struct Scenario {
     pub pace: Option<crate::session::Pacing>,
     /// Which end's device the capture records (the faults are at the server's end).
     pub capture_at: Side,
+    /// The server's accept queue.
+    pub backlog: usize,
     /// Where the capture goes; `None` for none.
     pub capture: Option<PathBuf>,
 }
@@ -181,6 +183,7 @@ pub fn simulate(scenario: &Scenario) -> anyhow::Result<Outcome> {
         clock: clock.clone(),
         faults: scenario.faults,
         knobs: scenario.knobs,
+        backlog: scenario.backlog,
         ..Config::default()
     };
     let mut server = Stack::new(
@@ -319,6 +322,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         plain: args.http,
         pace: args.pace.pacing(),
         capture_at: args.capture_at,
+        backlog: args.backlog,
         capture,
     };
     let outcome = simulate(&scenario)?;

@@ -131,11 +131,17 @@ struct Verdict {
 }
 
 impl Verdict {
-    fn remark(&self, now: Instant) -> Option<String> {
+    /// The comment for the packet as the capture records it. An inbound packet is
+    /// recorded once, as it arrived, so its comment says it is delivered twice; an
+    /// outbound duplicate is recorded as its own packet (see `duplicate_remark`).
+    fn remark(&self, now: Instant, inbound: bool) -> Option<String> {
         if self.lost {
             return Some("fault: lost (--loss)".into());
         }
         let mut parts = Vec::new();
+        if inbound && self.duplicate {
+            parts.push("the stack gets it twice (--duplicate)".to_owned());
+        }
         if let Some(at) = self.corrupt_at {
             parts.push(format!(
                 "corrupted: one bit flipped at byte {at} (--corrupt)"
@@ -396,7 +402,7 @@ impl<L: Device> Device for Faults<L> {
             let verdict = way.judge(cfg, now, packet.len());
             buf.clear();
             buf.extend_from_slice(packet);
-            let remark = verdict.remark(now);
+            let remark = verdict.remark(now, true);
             (verdict, remark)
         });
         count(&mut self.out.counters, &verdict);
@@ -492,7 +498,7 @@ impl<'a, L: Device> phy::TxToken for FaultTx<'a, L> {
         let result = f(&mut j.buf);
         let verdict = j.way.judge(&j.cfg, now, len);
         count(&mut j.counters, &verdict);
-        let remark = verdict.remark(now);
+        let remark = verdict.remark(now, false);
         let packet = &mut j.buf[..];
         if verdict.lost {
             match verdict.due {

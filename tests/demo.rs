@@ -140,6 +140,7 @@ fn loss_makes_retransmissions_and_the_transfer_stays_exact() {
         plain: false,
         pace: None,
         capture_at: synack::demo::Side::Server,
+        backlog: 16,
         capture: Some(dir.join("loss.pcapng")),
     };
     let outcome = synack::demo::simulate(&scenario).unwrap();
@@ -176,4 +177,69 @@ fn loss_makes_retransmissions_and_the_transfer_stays_exact() {
         .unwrap();
         assert!(!flagged.is_empty(), "Wireshark's analysis sees them too");
     }
+}
+
+#[test]
+fn every_fault_leaves_its_packets_in_the_capture_with_a_comment() {
+    let dir = out_dir("faults");
+    let scenario = synack::demo::Scenario {
+        seed: 11,
+        download: 300_000,
+        mtu: 1500,
+        rx_buf: 64 * 1024,
+        tx_buf: 256 * 1024,
+        faults: synack::faults::FaultConfig {
+            loss: 2.0,
+            delay_ms: 1,
+            jitter_ms: 2,
+            duplicate: 3.0,
+            corrupt: 3.0,
+            rate_kbit: Some(200_000),
+            seed: 11,
+            ..Default::default()
+        },
+        knobs: Default::default(),
+        plain: true,
+        pace: None,
+        capture_at: synack::demo::Side::Server,
+        backlog: 16,
+        capture: Some(dir.join("faults.pcapng")),
+    };
+    let outcome = synack::demo::simulate(&scenario).unwrap();
+    assert!(outcome.report.is_ok(), "{:?}", outcome.report.err());
+    assert_eq!(
+        outcome.download_mismatches, 0,
+        "corrupted packets are dropped by checksum and resent"
+    );
+    let f = outcome.faults;
+    assert!(
+        f.lost > 0 && f.duplicated > 0 && f.corrupted > 0 && f.delayed > 0,
+        "{f:?}"
+    );
+    let pkts = read_capture(&dir.join("faults.pcapng"));
+    let said = |what: &str| {
+        pkts.iter()
+            .filter(|p| p.comment.as_deref().is_some_and(|c| c.contains(what)))
+            .count() as u64
+    };
+    assert_eq!(said("fault: lost"), f.lost);
+    // A corrupted packet that is also duplicated is corrupted in both copies.
+    let corrupted_copies = pkts
+        .iter()
+        .filter_map(|p| p.comment.as_deref())
+        .filter(|c| {
+            c.contains("corrupted: one bit flipped") && c.contains("duplicate (--duplicate)")
+        })
+        .count() as u64;
+    assert_eq!(
+        said("corrupted: one bit flipped") - corrupted_copies,
+        f.corrupted
+    );
+    // An outbound duplicate is its own packet, saying so; an inbound one was recorded
+    // once, on arrival, and says the stack gets it twice.
+    assert_eq!(said("(--duplicate)"), f.duplicated);
+    assert!(
+        said("(--delay/--jitter/--rate)") > 0,
+        "jitter and rate holds are commented"
+    );
 }
