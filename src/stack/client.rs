@@ -185,20 +185,18 @@ impl<L: Link> Stack<L> {
         let now = self.cfg.clock.now();
         let port = ephemeral_port(self.cfg.seed, self.ports_used);
         self.ports_used += 1;
-        let handle = self.spare.pop().unwrap_or_else(|| {
-            self.sockets.add(tcp::Socket::new(
-                tcp::SocketBuffer::new(vec![0; self.cfg.rx_buf]),
-                tcp::SocketBuffer::new(vec![0; self.cfg.tx_buf]),
-            ))
-        });
+        let handle = self.socket();
         let sock = self.sockets.get_mut::<tcp::Socket>(handle);
-        self.cfg.knobs.apply(sock);
-        sock.connect(
+        let opened = sock.connect(
             self.iface.context(),
             (IpAddress::Ipv4(*remote.ip()), remote.port()),
             port,
-        )
-        .map_err(|e| StackError::Connect(remote, e.to_string()))?;
+        );
+        if let Err(e) = opened {
+            // Still closed: it goes back for the next one.
+            self.spare.push(handle);
+            return Err(StackError::Connect(remote, e.to_string()));
+        }
         let local = SocketAddrV4::new(self.cfg.addr, port);
         let tuple = FourTuple { local, remote };
         let id = self.journal.open(local, remote, now.total_micros());

@@ -1,6 +1,7 @@
 //! The socket table: the accept queue refilled, closed sockets reclaimed, and the bounds
 //! on connections that are closing (FIN-WAIT timeout, TIME-WAIT count).
 
+use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 
@@ -120,20 +121,29 @@ impl<L: Link> Stack<L> {
         }
     }
 
+    /// A socket for a new listener or connection: a reclaimed one (its buffers reused) or
+    /// a new one, with the TCP knobs set.
+    pub(super) fn socket(&mut self) -> SocketHandle {
+        let handle = self.spare.pop().unwrap_or_else(|| {
+            self.sockets.add(tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; self.cfg.rx_buf]),
+                tcp::SocketBuffer::new(vec![0; self.cfg.tx_buf]),
+            ))
+        });
+        self.cfg
+            .knobs
+            .apply(self.sockets.get_mut::<tcp::Socket>(handle));
+        handle
+    }
+
     /// Keeps `backlog` sockets in the accept queue (listening or holding a connection not
     /// yet taken), then arms the gate if none of them is free to take a new SYN.
     fn refill_port(&mut self, port: u16) {
         let (waiting, free) = self.queue(port);
         for _ in waiting + free..self.cfg.backlog {
-            let handle = self.spare.pop().unwrap_or_else(|| {
-                self.sockets.add(tcp::Socket::new(
-                    tcp::SocketBuffer::new(vec![0; self.cfg.rx_buf]),
-                    tcp::SocketBuffer::new(vec![0; self.cfg.tx_buf]),
-                ))
-            });
+            let handle = self.socket();
             // listen() resets the socket: state, buffers, timers, sequence numbers.
             let sock = self.sockets.get_mut::<tcp::Socket>(handle);
-            self.cfg.knobs.apply(sock);
             if sock.listen(port).is_err() {
                 log::error!("cannot listen on port {port}");
                 return;
