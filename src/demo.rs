@@ -78,6 +78,8 @@ pub struct Scenario {
     pub capture_at: Side,
     /// The server's accept queue.
     pub backlog: usize,
+    /// Also write the TLS secrets here (SSLKEYLOGFILE format).
+    pub keylog: Option<PathBuf>,
     /// Where the capture goes; `None` for none.
     pub capture: Option<PathBuf>,
 }
@@ -125,6 +127,29 @@ fn body_sink(bodies: Rc<RefCell<Bodies>>) -> BodySink {
     })
 }
 
+/// One end's tap: the capture and `--keylog` go on the end the scenario captures at.
+fn tap(
+    port: memory::MemoryPort,
+    sink: Option<crate::capture::PcapngSink>,
+    scenario: &Scenario,
+    side: Side,
+) -> anyhow::Result<Tap<memory::MemoryPort>> {
+    let mut tap = Tap::new(port, sink);
+    if let Some(path) = scenario
+        .keylog
+        .as_ref()
+        .filter(|_| side == scenario.capture_at)
+    {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open --keylog file {}", path.display()))?;
+        tap.set_keylog_file(file);
+    }
+    Ok(tap)
+}
+
 /// Runs the scenario to its end.
 pub fn simulate(scenario: &Scenario) -> anyhow::Result<Outcome> {
     let clock = Clock::virtual_time();
@@ -135,10 +160,8 @@ pub fn simulate(scenario: &Scenario) -> anyhow::Result<Outcome> {
     let names = vec![NAME.to_owned()];
     let identity = tls::seeded::identity(scenario.seed, &names, SERVER_ADDR)?;
     // The secrets come from the end that is captured (both ends know them).
-    let keylog = scenario
-        .capture
-        .as_ref()
-        .map(|_| Arc::new(KeyLogLines::default()));
+    let keylog = (scenario.capture.is_some() || scenario.keylog.is_some())
+        .then(|| Arc::new(KeyLogLines::default()));
     let (server_keylog, client_keylog) = match scenario.capture_at {
         Side::Server => (keylog, None),
         Side::Client => (None, keylog),
@@ -188,7 +211,7 @@ pub fn simulate(scenario: &Scenario) -> anyhow::Result<Outcome> {
     };
     let mut server = Stack::new(
         server_cfg,
-        Tap::new(server_port, server_sink),
+        tap(server_port, server_sink, scenario, Side::Server)?,
         App::default(),
         Journal::keeping("server"),
     )?;
@@ -210,7 +233,7 @@ pub fn simulate(scenario: &Scenario) -> anyhow::Result<Outcome> {
     };
     let mut client_stack = Stack::new(
         client_cfg,
-        Tap::new(client_port, client_sink),
+        tap(client_port, client_sink, scenario, Side::Client)?,
         App::default(),
         Journal::keeping("client"),
     )?;
@@ -323,6 +346,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         pace: args.pace.pacing(),
         capture_at: args.capture_at,
         backlog: args.backlog,
+        keylog: args.record.keylog.clone(),
         capture,
     };
     let outcome = simulate(&scenario)?;

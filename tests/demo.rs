@@ -141,6 +141,7 @@ fn loss_makes_retransmissions_and_the_transfer_stays_exact() {
         pace: None,
         capture_at: synack::demo::Side::Server,
         backlog: 16,
+        keylog: None,
         capture: Some(dir.join("loss.pcapng")),
     };
     let outcome = synack::demo::simulate(&scenario).unwrap();
@@ -203,6 +204,7 @@ fn every_fault_leaves_its_packets_in_the_capture_with_a_comment() {
         pace: None,
         capture_at: synack::demo::Side::Server,
         backlog: 16,
+        keylog: None,
         capture: Some(dir.join("faults.pcapng")),
     };
     let outcome = synack::demo::simulate(&scenario).unwrap();

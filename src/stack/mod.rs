@@ -293,10 +293,13 @@ impl<L: Link> Stack<L> {
         // Secrets rustls logged while serving go into the capture before the records
         // they decrypt are sent.
         self.write_keylog();
-        self.dev.inner_mut().release(now);
         // Transitions seen now were caused by the application (open, close): they show on
         // the SYN, FIN or RST that tells the peer.
         self.scan_states(now, Some(Attach::NextControl));
+        // The inbound packets of this turn go to the file now, their notes attached, so
+        // that what egress sends is written straight through rather than queued behind them.
+        self.flush_capture();
+        self.dev.inner_mut().release(now);
         loop {
             let now = self.cfg.clock.now();
             let result = self
