@@ -306,10 +306,6 @@ impl<L> Faults<L> {
         &mut self.out.tap
     }
 
-    pub fn config(&self) -> &FaultConfig {
-        &self.out.cfg
-    }
-
     pub fn fault_counters(&self) -> FaultCounters {
         self.out.counters
     }

@@ -79,11 +79,6 @@ impl ResponseDecoder {
         matches!(self.state, State::Done)
     }
 
-    /// Whether the head has arrived.
-    pub fn has_head(&self) -> bool {
-        !matches!(self.state, State::Head)
-    }
-
     /// Takes bytes from the connection; returns how many belong to this response (the
     /// rest, if any, are not ours to read). Errors say why the response is malformed.
     pub fn input(
