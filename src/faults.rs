@@ -420,8 +420,12 @@ impl<L: Device> Device for Faults<L> {
             self.out.counters.lost += 1;
         }
         if verdict.due.is_some() {
-            let withheld = self.out.tap.withhold_inbound();
-            if !self.inbound.hold(due, &self.delivering, None, withheld) {
+            if self.inbound.held.len() < MAX_HELD {
+                let withheld = self.out.tap.withhold_inbound();
+                let _ = self.inbound.hold(due, &self.delivering, None, withheld);
+            } else {
+                // The queue is full: it overflows, as a router's does.
+                self.out.tap.forget_inbound();
                 self.out.counters.lost += 1;
             }
             self.swallowed = true;

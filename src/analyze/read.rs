@@ -48,14 +48,15 @@ pub struct Frame {
 fn ip_of(link: DataLink, data: &[u8]) -> Option<&[u8]> {
     let ip = match link {
         DataLink::RAW | DataLink::IPV4 => data,
+        // Ethernet II: the EtherType at 12, after any 802.1Q / 802.1ad tags (4 bytes each).
         DataLink::ETHERNET => {
-            let eth = etherparse::SlicedPacket::from_ethernet(data).ok()?;
-            match eth.net? {
-                etherparse::NetSlice::Ipv4(v4) => {
-                    let start = v4.header().slice().as_ptr() as usize - data.as_ptr() as usize;
-                    &data[start..]
+            let mut at = 12;
+            loop {
+                match data.get(at..at + 2)? {
+                    [0x81, 0x00] | [0x88, 0xa8] => at += 4,
+                    [0x08, 0x00] => break &data[at + 2..],
+                    _ => return None,
                 }
-                _ => return None,
             }
         }
         // Linux cooked capture (tcpdump -i any): 16-byte header, protocol at 14.
@@ -242,6 +243,76 @@ mod tests {
                 .to_string()
                 .contains("cannot open")
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A minimal IPv4 header (20 bytes, protocol TCP) to frame.
+    fn ipv4() -> Vec<u8> {
+        let mut ip = vec![0x45, 0, 0, 20, 0, 0, 0, 0, 64, 6, 0, 0];
+        ip.extend_from_slice(&[10, 77, 0, 1, 10, 77, 0, 2]);
+        ip
+    }
+
+    #[test]
+    fn every_framing_gives_the_ip_packet_inside() {
+        let ip = ipv4();
+        let mut eth = vec![0u8; 12];
+        eth.extend_from_slice(&[0x08, 0x00]);
+        eth.extend_from_slice(&ip);
+        let mut vlan = vec![0u8; 12];
+        vlan.extend_from_slice(&[0x81, 0x00, 0x00, 0x07, 0x08, 0x00]);
+        vlan.extend_from_slice(&ip);
+        let mut sll = vec![0u8; 14];
+        sll.extend_from_slice(&[0x08, 0x00]);
+        sll.extend_from_slice(&ip);
+        let mut sll2 = vec![0x08, 0x00];
+        sll2.extend_from_slice(&[0u8; 18]);
+        sll2.extend_from_slice(&ip);
+        let mut lo = vec![2, 0, 0, 0];
+        lo.extend_from_slice(&ip);
+        for (link, frame) in [
+            (DataLink::RAW, &ip),
+            (DataLink::IPV4, &ip),
+            (DataLink::ETHERNET, &eth),
+            (DataLink::ETHERNET, &vlan),
+            (DataLink::LINUX_SLL, &sll),
+            (DataLink::LINUX_SLL2, &sll2),
+            (DataLink::NULL, &lo),
+        ] {
+            assert_eq!(ip_of(link, frame), Some(&ip[..]), "{link:?}");
+        }
+        // ARP in Ethernet, IPv6 in SLL: not IPv4, not read.
+        let mut arp = eth.clone();
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(ip_of(DataLink::ETHERNET, &arp), None);
+        sll[14..16].copy_from_slice(&[0x86, 0xdd]);
+        assert_eq!(ip_of(DataLink::LINUX_SLL, &sll), None);
+    }
+
+    #[test]
+    fn a_legacy_pcap_of_ethernet_frames_reads_back() {
+        use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+        let dir = std::env::temp_dir().join(format!("synack-pcap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("eth.pcap");
+        let mut frame = vec![0u8; 12];
+        frame.extend_from_slice(&[0x08, 0x00]);
+        frame.extend_from_slice(&ipv4());
+        let header = PcapHeader {
+            datalink: DataLink::ETHERNET,
+            ..Default::default()
+        };
+        let mut w = PcapWriter::with_header(std::fs::File::create(&path).unwrap(), header).unwrap();
+        for ms in [0u64, 1500] {
+            let t = Duration::from_millis(ms);
+            w.write_packet(&PcapPacket::new(t, frame.len() as u32, &frame))
+                .unwrap();
+        }
+        drop(w);
+        let frames = read(&path).unwrap();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[1].time - frames[0].time, Duration::from_millis(1500));
+        assert_eq!(frames[0].ip, ipv4());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
