@@ -245,3 +245,33 @@ fn every_fault_leaves_its_packets_in_the_capture_with_a_comment() {
         "jitter and rate holds are commented"
     );
 }
+
+#[test]
+fn a_link_that_loses_everything_ends_in_a_dns_failure_not_a_hang() {
+    let scenario = synack::demo::Scenario {
+        seed: 1,
+        download: 1000,
+        mtu: 1500,
+        rx_buf: 64 * 1024,
+        tx_buf: 256 * 1024,
+        faults: synack::faults::FaultConfig {
+            loss: 100.0,
+            seed: 1,
+            ..Default::default()
+        },
+        knobs: Default::default(),
+        plain: true,
+        pace: None,
+        capture_at: synack::demo::Side::Server,
+        backlog: 16,
+        keylog: None,
+        capture: None,
+    };
+    let outcome = synack::demo::simulate(&scenario).expect("the simulation ends");
+    let err = outcome.report.unwrap_err();
+    assert_eq!(err.exit_code(), 3, "{err}");
+    assert!(
+        err.to_string().contains("no answer from 10.77.0.2:53"),
+        "{err}"
+    );
+}

@@ -281,7 +281,6 @@ impl<L: Link> Stack<L> {
         let now = self.cfg.clock.now();
         self.app.set_stats(self.stats());
         self.serve(now);
-        self.poll_lookups(now);
         if let Some(resolver) = self.resolver.as_mut() {
             resolver.serve(
                 &mut self.sockets,
@@ -315,6 +314,9 @@ impl<L: Link> Stack<L> {
         // Transitions seen now were caused by timers (TIME-WAIT expiring, retransmissions
         // given up): no packet carries them, the journal does.
         self.scan_states(now, None);
+        // After egress: smoltcp's DNS socket gives up while sending (its last retry), and
+        // nothing would wake the loop to read that later.
+        self.poll_lookups(now);
         self.reclaim(now);
         self.refill();
         self.check_device(now)
