@@ -84,6 +84,31 @@ pub struct Scenario {
     pub capture: Option<PathBuf>,
 }
 
+impl Default for Scenario {
+    /// `synack demo` with no flags, without a capture.
+    fn default() -> Self {
+        Scenario {
+            seed: 1,
+            download: 256_000,
+            mtu: 1500,
+            rx_buf: crate::stack::limits::DEFAULT_RX_BUF,
+            tx_buf: crate::stack::limits::DEFAULT_TX_BUF,
+            faults: FaultConfig {
+                delay_ms: 1,
+                seed: 1,
+                ..FaultConfig::default()
+            },
+            knobs: crate::stack::TcpKnobs::default(),
+            plain: false,
+            pace: None,
+            capture_at: Side::Server,
+            backlog: crate::stack::limits::DEFAULT_BACKLOG,
+            keylog: None,
+            capture: None,
+        }
+    }
+}
+
 /// What the scenario produced.
 pub struct Outcome {
     /// The client's fetch: its exchanges, or why it failed.

@@ -126,9 +126,6 @@ fn loss_makes_retransmissions_and_the_transfer_stays_exact() {
     let scenario = synack::demo::Scenario {
         seed: 3,
         download: 500_000,
-        mtu: 1500,
-        rx_buf: 64 * 1024,
-        tx_buf: 256 * 1024,
         faults: synack::faults::FaultConfig {
             loss: 5.0,
             delay_ms: 2,
@@ -136,13 +133,8 @@ fn loss_makes_retransmissions_and_the_transfer_stays_exact() {
             seed: 3,
             ..Default::default()
         },
-        knobs: Default::default(),
-        plain: false,
-        pace: None,
-        capture_at: synack::demo::Side::Server,
-        backlog: 16,
-        keylog: None,
         capture: Some(dir.join("loss.pcapng")),
+        ..Default::default()
     };
     let outcome = synack::demo::simulate(&scenario).unwrap();
     let report = outcome
@@ -186,9 +178,6 @@ fn every_fault_leaves_its_packets_in_the_capture_with_a_comment() {
     let scenario = synack::demo::Scenario {
         seed: 11,
         download: 300_000,
-        mtu: 1500,
-        rx_buf: 64 * 1024,
-        tx_buf: 256 * 1024,
         faults: synack::faults::FaultConfig {
             loss: 2.0,
             delay_ms: 1,
@@ -199,13 +188,9 @@ fn every_fault_leaves_its_packets_in_the_capture_with_a_comment() {
             seed: 11,
             ..Default::default()
         },
-        knobs: Default::default(),
         plain: true,
-        pace: None,
-        capture_at: synack::demo::Side::Server,
-        backlog: 16,
-        keylog: None,
         capture: Some(dir.join("faults.pcapng")),
+        ..Default::default()
     };
     let outcome = synack::demo::simulate(&scenario).unwrap();
     assert!(outcome.report.is_ok(), "{:?}", outcome.report.err());
@@ -249,23 +234,13 @@ fn every_fault_leaves_its_packets_in_the_capture_with_a_comment() {
 #[test]
 fn a_link_that_loses_everything_ends_in_a_dns_failure_not_a_hang() {
     let scenario = synack::demo::Scenario {
-        seed: 1,
-        download: 1000,
-        mtu: 1500,
-        rx_buf: 64 * 1024,
-        tx_buf: 256 * 1024,
         faults: synack::faults::FaultConfig {
             loss: 100.0,
             seed: 1,
             ..Default::default()
         },
-        knobs: Default::default(),
         plain: true,
-        pace: None,
-        capture_at: synack::demo::Side::Server,
-        backlog: 16,
-        keylog: None,
-        capture: None,
+        ..Default::default()
     };
     let outcome = synack::demo::simulate(&scenario).expect("the simulation ends");
     let err = outcome.report.unwrap_err();
