@@ -195,3 +195,33 @@ fn no_capture_means_no_file() {
     assert!(!server.capture.exists());
     assert!(server.stderr().contains("capture off"));
 }
+
+/// SIGINT and SIGTERM wake the stack's poll(2) only if the stack's thread takes them: the
+/// capture's writer thread must block them, or an idle server sleeps through Ctrl-C.
+#[test]
+fn only_the_stacks_thread_takes_signals() {
+    let Some(ns) = Netns::new("sigmask") else {
+        return;
+    };
+    let mut server = Server::start(&ns, &[]);
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", server.pid())).unwrap();
+    let mut writers = 0;
+    for task in tasks.map_while(Result::ok) {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap();
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap();
+        let blocked = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap();
+        let (int, term) = (1u64 << (libc::SIGINT - 1), 1u64 << (libc::SIGTERM - 1));
+        if comm.trim() == "capture-writer" {
+            writers += 1;
+            assert_eq!(blocked & (int | term), int | term, "the writer blocks them");
+        } else {
+            assert_eq!(blocked & (int | term), 0, "{} takes them", comm.trim());
+        }
+    }
+    assert_eq!(writers, 1);
+    assert!(server.stop().success());
+}

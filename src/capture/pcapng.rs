@@ -165,6 +165,15 @@ fn spawn_writer(path: &Path, file: File) -> io::Result<Writer> {
             // fraction of a core and has CHUNKS MiB of slack, so it yields to everyone else.
             // SAFETY: setpriority on this thread's own id.
             unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+            // SIGINT and SIGTERM must reach the stack's thread: only there do they wake the
+            // poll(2) an idle server sleeps in. Taken here, the stop flag would be set and
+            // nobody would look at it.
+            // SAFETY: a zeroed sigset filled by sigfillset, applied to this thread only.
+            unsafe {
+                let mut all: libc::sigset_t = std::mem::zeroed();
+                libc::sigfillset(&mut all);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+            }
             for msg in from_stack {
                 let result = match msg {
                     ToWriter::Chunk(mut chunk) => sink.append(&chunk).map(|()| {
