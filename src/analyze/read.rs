@@ -2,7 +2,7 @@
 //! IPv4, Ethernet, Linux cooked (SLL, SLL2) or BSD loopback framing, down to the IPv4
 //! packets inside. A file that is not a capture, or is cut short, is a clear error.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::Path;
 use std::time::Duration;
 
@@ -89,18 +89,26 @@ fn readable(link: DataLink) -> bool {
 /// Reads every frame of the capture at `path`.
 pub fn read(path: &Path) -> Result<Vec<Frame>, ReadError> {
     let name = path.display().to_string();
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
+    // Streamed: a capture of gigabytes is read through a buffer, not into memory first.
+    let mut file = std::fs::File::open(path)
+        .map(|f| std::io::BufReader::with_capacity(1 << 20, f))
         .map_err(|e| ReadError::Open(name.clone(), e))?;
+    // The first bytes say which format it is (the reader still gets all of them).
+    let bytes: Vec<u8> = file
+        .fill_buf()
+        .map_err(|e| ReadError::Open(name.clone(), e))?
+        .iter()
+        .take(8)
+        .copied()
+        .collect();
     match bytes.get(0..4) {
-        Some([0x0a, 0x0d, 0x0d, 0x0a]) => read_pcapng(&name, &bytes),
+        Some([0x0a, 0x0d, 0x0d, 0x0a]) => read_pcapng(&name, file),
         Some(
             [0xa1, 0xb2, 0xc3, 0xd4]
             | [0xd4, 0xc3, 0xb2, 0xa1]
             | [0xa1, 0xb2, 0x3c, 0x4d]
             | [0x4d, 0x3c, 0xb2, 0xa1],
-        ) => read_pcap(&name, &bytes),
+        ) => read_pcap(&name, file),
         _ => {
             let start: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
             let start = if start.is_empty() {
@@ -121,8 +129,8 @@ fn damaged(path: &str, packets: usize, e: impl std::fmt::Display) -> ReadError {
     }
 }
 
-fn read_pcap(name: &str, bytes: &[u8]) -> Result<Vec<Frame>, ReadError> {
-    let mut reader = PcapReader::new(bytes).map_err(|e| damaged(name, 0, e))?;
+fn read_pcap(name: &str, input: impl Read) -> Result<Vec<Frame>, ReadError> {
+    let mut reader = PcapReader::new(input).map_err(|e| damaged(name, 0, e))?;
     let link = reader.header().datalink;
     if !readable(link) {
         return Err(ReadError::LinkType(name.to_owned(), link));
@@ -153,8 +161,8 @@ fn ns_per_unit(resol: Option<u8>) -> f64 {
     }
 }
 
-fn read_pcapng(name: &str, bytes: &[u8]) -> Result<Vec<Frame>, ReadError> {
-    let mut reader = PcapNgReader::new(bytes).map_err(|e| damaged(name, 0, e))?;
+fn read_pcapng(name: &str, input: impl Read) -> Result<Vec<Frame>, ReadError> {
+    let mut reader = PcapNgReader::new(input).map_err(|e| damaged(name, 0, e))?;
     // Per interface: its link type and timestamp unit.
     let mut interfaces: Vec<(DataLink, f64)> = Vec::new();
     let mut frames = Vec::new();
