@@ -279,6 +279,8 @@ fn analyse(
             } else if theirs.dup_acks >= FAST_RETRANSMIT_DUP_ACKS
                 && theirs.last_ack.is_some_and(|(a, _)| a == rel_seq)
             {
+                // The duplicate ACKs are answered; another copy needs new ones to be fast.
+                theirs.dup_acks = 0;
                 seg.tags.push(Tag::FastRetransmission);
             } else {
                 seg.tags.push(Tag::Retransmission);
@@ -468,4 +470,114 @@ pub fn stats(c: &Connection) -> ConnStats {
     st.rtt_max_ms = rtts.last().copied();
     st.rtt_median_ms = rtts.get(rtts.len() / 2).copied();
     st
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One TCP segment from `from` (client 10.0.0.1:1000, server 10.0.0.2:80) as a frame.
+    fn seg(
+        number: usize,
+        ms: u64,
+        from_client: bool,
+        seq: u32,
+        ack: u32,
+        flags: &str,
+        window: u16,
+        len: usize,
+    ) -> Frame {
+        let (src, dst, sp, dp) = if from_client {
+            ([10, 0, 0, 1], [10, 0, 0, 2], 1000, 80)
+        } else {
+            ([10, 0, 0, 2], [10, 0, 0, 1], 80, 1000)
+        };
+        let mut b = etherparse::PacketBuilder::ipv4(src, dst, 64).tcp(sp, dp, seq, window);
+        if flags.contains('S') {
+            b = b.syn();
+        }
+        if flags.contains('A') {
+            b = b.ack(ack);
+        }
+        if flags.contains('F') {
+            b = b.fin();
+        }
+        let payload = vec![b'x'; len];
+        let mut ip = Vec::new();
+        b.write(&mut ip, &payload).unwrap();
+        Frame {
+            number,
+            time: Duration::from_millis(ms),
+            ip,
+            comment: None,
+            inbound: None,
+        }
+    }
+
+    fn tags(frames: &[Frame]) -> Vec<Vec<Tag>> {
+        let convs = conversations(frames);
+        let Conversation::Tcp(c) = &convs[0] else {
+            panic!("a TCP connection")
+        };
+        c.segments.iter().map(|s| s.tags.clone()).collect()
+    }
+
+    #[test]
+    fn zero_window_keep_alive_and_window_update_are_tagged() {
+        let frames = [
+            seg(1, 0, true, 100, 0, "S", 65535, 0),
+            seg(2, 1, false, 500, 101, "SA", 65535, 0),
+            seg(3, 2, true, 101, 501, "A", 65535, 0),
+            seg(4, 3, false, 501, 101, "A", 65535, 1000),
+            // The client's buffer is full: zero window, then it opens again.
+            seg(5, 4, true, 101, 1501, "A", 0, 0),
+            seg(6, 9, true, 101, 1501, "A", 8192, 0),
+            // Idle; the server probes one byte behind what it sent.
+            seg(7, 7000, false, 1500, 101, "A", 65535, 0),
+        ];
+        let t = tags(&frames);
+        assert_eq!(t[4], [Tag::ZeroWindow]);
+        assert_eq!(t[5], [Tag::WindowUpdate]);
+        assert_eq!(t[6], [Tag::KeepAlive]);
+        assert!(t[..4].iter().all(Vec::is_empty), "{t:?}");
+    }
+
+    #[test]
+    fn retransmissions_duplicate_acks_and_the_time_wait_ack() {
+        let frames = [
+            seg(1, 0, true, 100, 0, "S", 65535, 0),
+            seg(2, 1, false, 500, 101, "SA", 65535, 0),
+            seg(3, 2, true, 101, 501, "A", 65535, 0),
+            seg(4, 3, false, 501, 101, "A", 65535, 100),
+            // 601..701 is lost before the capture point; 701.. arrive.
+            seg(5, 4, false, 701, 101, "A", 65535, 100),
+            seg(6, 5, true, 101, 601, "A", 65535, 0),
+            seg(7, 6, true, 101, 601, "A", 65535, 0),
+            seg(8, 7, true, 101, 601, "A", 65535, 0),
+            seg(9, 8, false, 601, 101, "A", 65535, 100),
+            // The same segment once more, long after: a plain retransmission.
+            seg(10, 300, false, 601, 101, "A", 65535, 100),
+            seg(11, 301, true, 101, 801, "AF", 65535, 0),
+            seg(12, 302, false, 801, 102, "AF", 65535, 0),
+            seg(13, 303, true, 102, 802, "A", 65535, 0),
+        ];
+        let t = tags(&frames);
+        assert_eq!(t[6], [Tag::DuplicateAck(1)]);
+        assert_eq!(t[7], [Tag::DuplicateAck(2)]);
+        assert_eq!(t[8], [Tag::FastRetransmission]);
+        assert_eq!(t[9], [Tag::Retransmission]);
+        assert_eq!(
+            t[12],
+            [Tag::TimeWait],
+            "the client closed first: its last ACK"
+        );
+        let Conversation::Tcp(c) = &conversations(&frames)[0] else {
+            unreachable!()
+        };
+        let st = stats(c);
+        assert_eq!(st.bytes, [0, 300], "each byte once");
+        assert_eq!(st.retransmissions, [0, 2]);
+        assert_eq!(st.duplicate_acks, [2, 0]);
+        assert_eq!(st.handshake_ms, Some(2.0));
+    }
 }
