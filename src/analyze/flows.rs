@@ -481,8 +481,7 @@ mod tests {
         number: usize,
         ms: u64,
         from_client: bool,
-        seq: u32,
-        ack: u32,
+        (seq, ack): (u32, u32),
         flags: &str,
         window: u16,
         len: usize,
@@ -525,15 +524,15 @@ mod tests {
     #[test]
     fn zero_window_keep_alive_and_window_update_are_tagged() {
         let frames = [
-            seg(1, 0, true, 100, 0, "S", 65535, 0),
-            seg(2, 1, false, 500, 101, "SA", 65535, 0),
-            seg(3, 2, true, 101, 501, "A", 65535, 0),
-            seg(4, 3, false, 501, 101, "A", 65535, 1000),
+            seg(1, 0, true, (100, 0), "S", 65535, 0),
+            seg(2, 1, false, (500, 101), "SA", 65535, 0),
+            seg(3, 2, true, (101, 501), "A", 65535, 0),
+            seg(4, 3, false, (501, 101), "A", 65535, 1000),
             // The client's buffer is full: zero window, then it opens again.
-            seg(5, 4, true, 101, 1501, "A", 0, 0),
-            seg(6, 9, true, 101, 1501, "A", 8192, 0),
+            seg(5, 4, true, (101, 1501), "A", 0, 0),
+            seg(6, 9, true, (101, 1501), "A", 8192, 0),
             // Idle; the server probes one byte behind what it sent.
-            seg(7, 7000, false, 1500, 101, "A", 65535, 0),
+            seg(7, 7000, false, (1500, 101), "A", 65535, 0),
         ];
         let t = tags(&frames);
         assert_eq!(t[4], [Tag::ZeroWindow]);
@@ -545,21 +544,21 @@ mod tests {
     #[test]
     fn retransmissions_duplicate_acks_and_the_time_wait_ack() {
         let frames = [
-            seg(1, 0, true, 100, 0, "S", 65535, 0),
-            seg(2, 1, false, 500, 101, "SA", 65535, 0),
-            seg(3, 2, true, 101, 501, "A", 65535, 0),
-            seg(4, 3, false, 501, 101, "A", 65535, 100),
+            seg(1, 0, true, (100, 0), "S", 65535, 0),
+            seg(2, 1, false, (500, 101), "SA", 65535, 0),
+            seg(3, 2, true, (101, 501), "A", 65535, 0),
+            seg(4, 3, false, (501, 101), "A", 65535, 100),
             // 601..701 is lost before the capture point; 701.. arrive.
-            seg(5, 4, false, 701, 101, "A", 65535, 100),
-            seg(6, 5, true, 101, 601, "A", 65535, 0),
-            seg(7, 6, true, 101, 601, "A", 65535, 0),
-            seg(8, 7, true, 101, 601, "A", 65535, 0),
-            seg(9, 8, false, 601, 101, "A", 65535, 100),
+            seg(5, 4, false, (701, 101), "A", 65535, 100),
+            seg(6, 5, true, (101, 601), "A", 65535, 0),
+            seg(7, 6, true, (101, 601), "A", 65535, 0),
+            seg(8, 7, true, (101, 601), "A", 65535, 0),
+            seg(9, 8, false, (601, 101), "A", 65535, 100),
             // The same segment once more, long after: a plain retransmission.
-            seg(10, 300, false, 601, 101, "A", 65535, 100),
-            seg(11, 301, true, 101, 801, "AF", 65535, 0),
-            seg(12, 302, false, 801, 102, "AF", 65535, 0),
-            seg(13, 303, true, 102, 802, "A", 65535, 0),
+            seg(10, 300, false, (601, 101), "A", 65535, 100),
+            seg(11, 301, true, (101, 801), "AF", 65535, 0),
+            seg(12, 302, false, (801, 102), "AF", 65535, 0),
+            seg(13, 303, true, (102, 802), "A", 65535, 0),
         ];
         let t = tags(&frames);
         assert_eq!(t[6], [Tag::DuplicateAck(1)]);
