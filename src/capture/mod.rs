@@ -9,6 +9,7 @@
 
 mod pcapng;
 mod tap;
+mod writer;
 
 pub use pcapng::{PcapngSink, SinkInfo};
 pub use tap::{Attach, Note, Tap, TapRx, TapTx, Withheld};
