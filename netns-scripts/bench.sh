@@ -19,7 +19,7 @@ deleted afterwards). Prints one table with the ratios.
   -d SECONDS      length of each wrk run (default 5)
   -c CONNECTIONS  wrk connections (default 10)
   -s BYTES        size of the download (default 1000000000)
-  -r RUNS         downloads per configuration; the median is reported (default 5)
+  -r RUNS         downloads per configuration; the median is reported (default 7)
 Needs wrk, nginx and curl (installed with apt-get if missing).
 USAGE
 }
@@ -27,7 +27,7 @@ USAGE
 secs=5
 conns=10
 size=1000000000
-runs=5
+runs=7
 while getopts "d:c:s:r:h" opt; do
   case $opt in
     d) secs=$OPTARG ;;
@@ -119,9 +119,12 @@ start_synack() {
   server_pid=$!
   wait_for 20 grep -q "synack: serving" "$work/synack.log" || { cat "$work/synack.log" >&2; die "synack did not start"; }
 }
+# Each server's own account of its run (connections, packets, SYNs dropped...), labelled,
+# for when a number in the table looks wrong.
 stop_synack() {
   kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""
   rm -f captures/bench-*.pcapng
+  printf '%-28s %s\n' "$1:" "$(grep -o 'stopped\..*' "$work/synack.log" | cut -c10-)" >> "$work/summaries"
 }
 
 # wrk's Requests/sec, whole.
@@ -148,11 +151,13 @@ R[kernel,dl]=$(for i in $(seq "$runs"); do download "http://10.78.0.2/bytes/$siz
 for name in off on; do
   echo "measuring synack, capture $name..."
   flags="${name}_flags[@]"
-  start_synack "${!flags}"; R[$name,ka]=$(wrk_rate "http://10.77.0.2/bytes/100"); stop_synack
-  start_synack "${!flags}"; R[$name,cc]=$(wrk_rate -H "Connection: close" "http://10.77.0.2/bytes/100"); stop_synack
+  start_synack "${!flags}"; R[$name,ka]=$(wrk_rate "http://10.77.0.2/bytes/100"); stop_synack "keep-alive, capture $name"
+  start_synack "${!flags}"; R[$name,cc]=$(wrk_rate -H "Connection: close" "http://10.77.0.2/bytes/100"); stop_synack "close, capture $name"
 done
 # Downloads alternate capture off and on, so that drift in the machine (other load, the
-# disk writing back earlier captures) falls on both alike; the medians are compared.
+# disk writing back earlier captures) falls on both alike. The capture's cost is the
+# median over rounds of each round's on/off ratio: one slow minute then hits one round,
+# not the comparison of two medians taken at different moments.
 echo "measuring downloads, capture off and on alternately..."
 : > "$work/dl-off"; : > "$work/dl-on"
 for i in $(seq "$runs"); do
@@ -160,11 +165,12 @@ for i in $(seq "$runs"); do
     flags="${name}_flags[@]"
     start_synack "${!flags}"
     download "http://10.77.0.2/bytes/$size" >> "$work/dl-$name"
-    stop_synack
+    stop_synack "download $i, capture $name"
   done
 done
 R[off,dl]=$(median < "$work/dl-off")
 R[on,dl]=$(median < "$work/dl-on")
+paired=$(paste "$work/dl-on" "$work/dl-off" | awk '$2 > 0 { printf "%.3f\n", $1 / $2 }' | median)
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 echo
@@ -172,10 +178,17 @@ printf "%-34s %12s %12s %12s %10s %10s\n" "" "kernel" "synack" "synack" "synack/
 printf "%-34s %12s %12s %12s %10s %10s\n" "" "(nginx)" "capture off" "capture on" "kernel" "on/off"
 row() {
   printf "%-34s %12s %12s %12s %10s %10s\n" "$1" "${R[kernel,$2]}" "${R[off,$2]}" "${R[on,$2]}" \
-    "$(ratio "${R[off,$2]}" "${R[kernel,$2]}")" "$(ratio "${R[on,$2]}" "${R[off,$2]}")"
+    "$(ratio "${R[off,$2]}" "${R[kernel,$2]}")" "${3:-$(ratio "${R[on,$2]}" "${R[off,$2]}")}"
 }
 row "keep-alive requests/s (100 B)" ka
 row "new connections/s (100 B, close)" cc
-row "download MB/s ($((size / 1000000)) MB, median of $runs)" dl
+row "download MB/s ($((size / 1000000)) MB, median of $runs)" dl "$(printf "%.2f" "$paired")"
 echo
 echo "wrk: 1 thread, $conns connections, ${secs} s each; MTU 1500 on both paths; $(nproc) cores"
+echo "capture on/off for the download: the median of the rounds' ratios"
+echo
+echo "downloads, MB/s, round by round: capture off $(tr '\n' ' ' < "$work/dl-off")"
+echo "                                 capture on  $(tr '\n' ' ' < "$work/dl-on")"
+echo
+echo "synack's own counts, run by run:"
+sed 's/, [0-9]* DNS answers ([0-9]* datagrams dropped)//' "$work/summaries"
