@@ -2,10 +2,10 @@
 //!
 //! The stack's thread encodes blocks into [`Chunk`]s of [`CHUNK`] bytes, aligned for
 //! O_DIRECT; a full chunk goes to the writer thread, which hands it to the disk as it is
-//! and sends it back for reuse. Nothing on either thread copies it again: a second copy
-//! (into the page cache, or into a staging buffer) made the other core read every line
-//! the stack had just written, and the stack paid for that in cache misses on its next
-//! pass through the chunk. The chunk queue is bounded: a disk slower than the traffic
+//! and sends it back for reuse. Nothing copies it again: not the page cache (O_DIRECT),
+//! and not a staging buffer on the writer thread, which used to be most of that thread's
+//! time (0.15-0.2 s of CPU per GB captured then, 0.08-0.13 s now), taken from the core
+//! curl or the kernel needs. The chunk queue is bounded: a disk slower than the traffic
 //! slows the stack down rather than losing packets from the capture or growing memory.
 
 use std::fs::File;
@@ -65,10 +65,11 @@ impl Chunk {
     /// Asks the CPU for the cache lines the next few packets will be written to, each
     /// line once. Those lines were last touched a whole ring of chunks ago (or by the
     /// disk's DMA) and are no longer in this core's cache: written without a prefetch,
-    /// every packet waited for ~24 lines to arrive from memory, and on a download that
-    /// was most of the capture's cost (19 % of the throughput against 7-12 % with it,
-    /// median of paired runs). Writing a line the CPU has to fetch first stalls; a
-    /// prefetch lets the fetch overlap the system calls in between.
+    /// every packet waited for its ~24 lines to arrive from memory, and on a 1 GB
+    /// download that was most of the capture's cost (19 % of the throughput without the
+    /// prefetch, 10-14 % with it, in netns-scripts/bench.sh). Writing a line the CPU has
+    /// to fetch first stalls; a prefetch lets the fetch overlap the system calls between
+    /// two packets.
     #[inline]
     pub fn prefetch_ahead(&mut self) {
         let end = (self.fill + PREFETCH_AHEAD).min(CHUNK);
