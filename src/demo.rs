@@ -20,18 +20,16 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use anyhow::Context;
 use smoltcp::time::Duration;
 
 use crate::app::App;
-use crate::capture::{self, SinkInfo, Tap};
-use crate::cli::DemoArgs;
+use crate::capture::{SinkInfo, Tap};
 use crate::clock::{Clock, VIRTUAL_EPOCH};
 use crate::device::memory;
 use crate::faults::{FaultConfig, FaultCounters};
 use crate::fetch::{Client, Plan, Report};
 use crate::http::encode::pattern_byte;
-use crate::journey::{Journal, Kept, render};
+use crate::journey::{Journal, Kept};
 use crate::session::{BodySink, ClientRequest};
 use crate::stack::{Config, Stack};
 use crate::tls::{self, KeyLogLines, Trust};
@@ -53,7 +51,7 @@ const VIRTUAL_LIMIT: Duration = Duration::from_secs(600);
 const MAX_TURNS_PER_INSTANT: usize = 10_000;
 
 /// An end of the link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     Client,
     Server,
@@ -109,6 +107,27 @@ impl Default for Scenario {
     }
 }
 
+/// Why the simulation could not run to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
+    #[error("cannot set up TLS: {0}")]
+    Identity(#[from] crate::tls::TlsError),
+    #[error("cannot open --keylog file {0}: {1}")]
+    Keylog(PathBuf, std::io::Error),
+    #[error("cannot create capture file {0} (is the directory writable?): {1}")]
+    Capture(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Stack(#[from] crate::stack::StackError),
+    #[error("the capture could not be completed: {0}")]
+    Finish(std::io::Error),
+    #[error("the simulation did not finish within {0} s of virtual time")]
+    TooLong(u64),
+    #[error("the simulation is stuck: nothing is scheduled and nothing is on the link")]
+    Stuck,
+}
+
 /// What the scenario produced.
 pub struct Outcome {
     /// The client's fetch: its exchanges, or why it failed.
@@ -158,7 +177,7 @@ fn tap(
     sink: Option<crate::capture::PcapngSink>,
     scenario: &Scenario,
     side: Side,
-) -> anyhow::Result<Tap<memory::MemoryPort>> {
+) -> Result<Tap<memory::MemoryPort>, DemoError> {
     let mut tap = Tap::new(port, sink);
     if let Some(path) = scenario
         .keylog
@@ -169,14 +188,14 @@ fn tap(
             .create(true)
             .append(true)
             .open(path)
-            .with_context(|| format!("cannot open --keylog file {}", path.display()))?;
+            .map_err(|e| DemoError::Keylog(path.clone(), e))?;
         tap.set_keylog_file(file);
     }
     Ok(tap)
 }
 
 /// Runs the scenario to its end.
-pub fn simulate(scenario: &Scenario) -> anyhow::Result<Outcome> {
+pub fn simulate(scenario: &Scenario) -> Result<Outcome, DemoError> {
     let clock = Clock::virtual_time();
     let (client_port, server_port) = memory::pair(scenario.mtu);
     let watch = client_port.watch();
@@ -196,7 +215,7 @@ pub fn simulate(scenario: &Scenario) -> anyhow::Result<Outcome> {
         server_keylog.clone(),
         tls::seeded::provider(scenario.seed, "server"),
     )
-    .map_err(|e| anyhow::anyhow!("cannot set up TLS: {e}"))?;
+    .map_err(|e| DemoError::Tls(e.to_string()))?;
     let sink = match &scenario.capture {
         Some(path) => {
             let at = match scenario.capture_at {
@@ -210,7 +229,9 @@ pub fn simulate(scenario: &Scenario) -> anyhow::Result<Outcome> {
                     scenario.seed
                 ),
             };
-            Some(crate::setup::create_capture_at(path, info)?)
+            let sink = crate::capture::PcapngSink::create(path, info)
+                .map_err(|e| DemoError::Capture(path.clone(), e))?;
+            Some(sink)
         }
         None => None,
     };
@@ -312,16 +333,13 @@ pub fn simulate(scenario: &Scenario) -> anyhow::Result<Outcome> {
         client_stack.settle(now);
         server.settle(now);
         if now - VIRTUAL_EPOCH > VIRTUAL_LIMIT {
-            anyhow::bail!(
-                "the simulation did not finish within {} s of virtual time",
-                VIRTUAL_LIMIT.secs()
-            );
+            return Err(DemoError::TooLong(VIRTUAL_LIMIT.secs()));
         }
         let next = [client_stack.next_wait(now), server.next_wait(now)]
             .into_iter()
             .flatten()
             .min()
-            .context("the simulation is stuck: nothing is scheduled and nothing is on the link")?;
+            .ok_or(DemoError::Stuck)?;
         // At least a microsecond: a deadline due now that changes nothing must not spin.
         let step = Duration::from_micros((next.as_micros() as u64).max(1));
         clock.advance_to(now + step);
@@ -329,8 +347,8 @@ pub fn simulate(scenario: &Scenario) -> anyhow::Result<Outcome> {
     let report = result;
     let virtual_time = clock.now() - VIRTUAL_EPOCH;
     let faults = server.fault_counters();
-    let at_client = client_stack.shutdown()?;
-    let at_server = server.shutdown()?;
+    let at_client = client_stack.shutdown().map_err(DemoError::Finish)?;
+    let at_server = server.shutdown().map_err(DemoError::Finish)?;
     let capture = at_client.or(at_server);
     let client_kept = client_stack.journal_mut().take_kept();
     let server_kept = server.journal_mut().take_kept();
@@ -347,116 +365,4 @@ pub fn simulate(scenario: &Scenario) -> anyhow::Result<Outcome> {
         virtual_time,
         capture,
     })
-}
-
-pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    let capture = (!args.record.no_capture).then(|| {
-        args.record
-            .capture
-            .clone()
-            .unwrap_or_else(|| capture::default_path("demo"))
-    });
-    let scenario = Scenario {
-        seed: args.seed,
-        download: args.bytes,
-        mtu: args.mtu as usize,
-        rx_buf: args.buffers.rx_buf,
-        tx_buf: args.buffers.tx_buf,
-        // The link has 1 ms of delay each way unless told otherwise, so that the
-        // timeline shows round trips rather than everything at +0.000.
-        faults: args.faults.config(args.seed, 1),
-        knobs: args.knobs.knobs(),
-        plain: args.http,
-        pace: args.pace.pacing(),
-        capture_at: args.capture_at,
-        backlog: args.backlog,
-        keylog: args.record.keylog.clone(),
-        capture,
-    };
-    let outcome = simulate(&scenario)?;
-    let mut out: Box<dyn std::io::Write> = match &args.record.journey_file {
-        Some(path) => Box::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot create journey file {}", path.display()))?,
-        ),
-        None => Box::new(std::io::stderr()),
-    };
-    match args.record.journey {
-        crate::journey::Format::Off => {}
-        crate::journey::Format::Json => {
-            // One object per event, as `serve` writes them, with the side that saw it.
-            for (side, kept) in [("client", &outcome.client), ("server", &outcome.server)] {
-                for e in kept.events() {
-                    if let Ok(serde_json::Value::Object(mut map)) = serde_json::to_value(e) {
-                        map.insert("side".into(), side.into());
-                        writeln!(out, "{}", serde_json::Value::Object(map))?;
-                    }
-                }
-            }
-        }
-        crate::journey::Format::Text => {
-            writeln!(
-                out,
-                "{}",
-                render::side_by_side(("client", &outcome.client), ("server", &outcome.server),)
-            )?;
-        }
-    }
-    let r = match &outcome.report {
-        Ok(r) => r,
-        Err(e) => anyhow::bail!("the demo's fetch failed: {e}"),
-    };
-    for e in &r.exchanges {
-        let status = e.head.as_ref().map_or(0, |h| h.status);
-        eprintln!(
-            "synack demo: {} {} -> {status}, {} B body",
-            e.method, e.target, e.body_bytes
-        );
-    }
-    eprintln!(
-        "synack demo: the download is {} ({} B checked against the pattern)",
-        if outcome.download_mismatches == 0 {
-            "byte-exact"
-        } else {
-            "NOT byte-exact"
-        },
-        args.bytes
-    );
-    if !scenario.faults.is_none() {
-        let f = outcome.faults;
-        eprintln!(
-            "synack demo: faults ({}): {} lost, {} delayed, {} reordered, {} duplicated, {} corrupted",
-            scenario.faults.describe(),
-            f.lost,
-            f.delayed,
-            f.reordered,
-            f.duplicated,
-            f.corrupted
-        );
-    }
-    eprintln!(
-        "synack demo: {:.3} s of virtual time in {:.3} s of real time, seed {}",
-        outcome.virtual_time.total_micros() as f64 / 1e6,
-        started.elapsed().as_secs_f64(),
-        args.seed
-    );
-    if let Some((path, packets)) = &outcome.capture {
-        eprintln!(
-            "synack demo: capture {} complete, {packets} packets{}",
-            path.display(),
-            if args.http {
-                ""
-            } else {
-                " (open it in Wireshark: the TLS decrypts by itself)"
-            }
-        );
-    }
-    if outcome.download_mismatches != 0 {
-        anyhow::bail!(
-            "the download was corrupted: {} bytes differ",
-            outcome.download_mismatches
-        );
-    }
-    Ok(())
 }

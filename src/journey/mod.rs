@@ -320,7 +320,7 @@ impl ConnRecord {
 }
 
 /// How the journey is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// A readable timeline per connection, printed when the connection ends.
     Text,

@@ -42,7 +42,7 @@ pub mod limits {
 
 /// Congestion control (`--cc`): smoltcp's controllers (RFC 5681 Reno, RFC 8312 CUBIC),
 /// or none, where only the peer's window limits what is in flight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Congestion {
     #[default]
     None,

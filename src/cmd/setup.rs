@@ -9,11 +9,11 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
 
-use crate::capture::{self, PcapngSink, SinkInfo, Tap};
-use crate::cli::{Cidr, LinkArgs, RecordArgs};
-use crate::device::TunDevice;
-use crate::device::tun::Origin;
-use crate::journey::Journal;
+use super::args::{Cidr, LinkArgs, RecordArgs};
+use synack::capture::{self, PcapngSink, SinkInfo, Tap};
+use synack::device::TunDevice;
+use synack::device::tun::Origin;
+use synack::journey::Journal;
 
 /// A seed that differs on every run (RFC 9293 §3.4.1 wants ISNs hard to guess; smoltcp
 /// derives them from this seed).
@@ -121,7 +121,7 @@ pub fn open_journal(record: &RecordArgs, side: &'static str) -> anyhow::Result<J
         }
         None => Box::new(LineWriter::new(std::io::stderr())),
     };
-    Ok(Journal::new(record.journey, out).with_side(side))
+    Ok(Journal::new(record.journey.into(), out).with_side(side))
 }
 
 /// `--keylog FILE`: the TLS secrets go there too (appended).

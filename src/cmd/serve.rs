@@ -7,14 +7,81 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::app::App;
-use crate::capture::Tap;
-use crate::cli::ServeArgs;
-use crate::http::Limits;
-use crate::session::Timeouts;
-use crate::setup::{self, plural};
-use crate::stack::{Config, Stack};
-use crate::tls;
+use clap::Args;
+
+use super::args::{self, BufferArgs, FaultArgs, KnobArgs, LinkArgs, RecordArgs};
+use super::setup::{self, plural};
+use synack::app::App;
+use synack::capture::Tap;
+use synack::http::Limits;
+use synack::session::Timeouts;
+use synack::stack::{Config, Stack, limits};
+use synack::tls;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub link: LinkArgs,
+    #[command(flatten)]
+    pub record: RecordArgs,
+    #[command(flatten)]
+    pub knobs: KnobArgs,
+    #[command(flatten)]
+    pub buffers: BufferArgs,
+    #[command(flatten)]
+    pub faults: FaultArgs,
+    /// TCP port of the HTTP server.
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u16).range(1..))]
+    pub http_port: u16,
+    /// Accept queue: sockets listening or holding connections not yet taken. When none is free, new SYNs are dropped.
+    #[arg(long, default_value_t = limits::DEFAULT_BACKLOG, value_parser = args::backlog_range)]
+    pub backlog: usize,
+    /// Most connections in the table at once (TIME-WAIT not counted); beyond it connections wait in the accept queue.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_CONNS, value_parser = args::max_conns_range)]
+    pub max_conns: usize,
+    /// Most sockets kept in TIME-WAIT; past it the oldest is reclaimed early (as Linux's tcp_max_tw_buckets).
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_TIME_WAIT, value_parser = args::max_conns_range)]
+    pub max_time_wait: usize,
+    /// Serve static files from this directory (never anything outside it).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Largest request body accepted; larger gets 413.
+    #[arg(long, default_value = "1m", value_parser = args::parse_buf)]
+    pub max_body: usize,
+    /// Seconds a client may take to send one request before it gets 408.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout: u64,
+    /// Seconds a kept-alive connection may sit idle before it gets 408 and is closed.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_timeout: u64,
+    /// Seed for initial sequence numbers (default: random). The same seed gives the same ISNs.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// TCP port of the HTTPS server (TLS 1.3 and 1.2, rustls).
+    #[arg(long, default_value_t = 443, value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "no_https")]
+    pub https_port: u16,
+    /// No HTTPS server.
+    #[arg(long)]
+    pub no_https: bool,
+    /// PEM certificate (chain) for HTTPS. Without --cert/--key a self-signed one is made for every --name and --addr.
+    #[arg(long, requires = "key", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key for --cert.
+    #[arg(long, requires = "cert", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Where to write the generated certificate, for clients' --cacert. Default: beside the capture.
+    #[arg(long, value_name = "FILE", conflicts_with = "cert")]
+    pub cert_out: Option<PathBuf>,
+    /// UDP port of the DNS responder, which answers --name queries with the stack's address.
+    #[arg(long, default_value_t = 53, value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "no_dns")]
+    pub dns_port: u16,
+    /// No DNS responder.
+    #[arg(long)]
+    pub no_dns: bool,
+    /// A name the DNS responder answers with an A record of --addr (repeatable; others get NXDOMAIN).
+    #[arg(long = "name", value_name = "NAME", default_value = "synack.test", value_parser = synack::dns::valid_name)]
+    pub names: Vec<String>,
+}
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let app = App::new(args.root.clone()).with_context(|| {

@@ -1,0 +1,189 @@
+//! `synack demo`: the flags, and the report of a finished simulation (the simulation
+//! itself is [`synack::demo::simulate`]).
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::args::{self, BufferArgs, FaultArgs, KnobArgs, PaceArgs, RecordArgs};
+use synack::capture;
+use synack::demo::{Scenario, simulate};
+use synack::journey::render;
+use synack::stack::limits;
+
+/// An end of the link (`--capture-at`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+impl From<Side> for synack::demo::Side {
+    fn from(s: Side) -> Self {
+        match s {
+            Side::Client => Self::Client,
+            Side::Server => Self::Server,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub record: RecordArgs,
+    #[command(flatten)]
+    pub pace: PaceArgs,
+    #[command(flatten)]
+    pub knobs: KnobArgs,
+    #[command(flatten)]
+    pub buffers: BufferArgs,
+    #[command(flatten)]
+    pub faults: FaultArgs,
+    /// Seed for every random choice: ISNs, ports, TLS randomness, the certificate's key. The same seed gives the same capture, byte for byte.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Size of the /bytes download in the scenario (e.g. 300k, 1m).
+    #[arg(long, default_value = "256k", value_parser = parse_download)]
+    pub bytes: u64,
+    /// MTU of the in-memory link; the MSS follows (MTU - 40).
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(576..=65535))]
+    pub mtu: u32,
+    /// Plain HTTP to port 80 instead of HTTPS to 443.
+    #[arg(long)]
+    pub http: bool,
+    /// Which end's device the capture records: server (where the faults are) or client.
+    #[arg(long, value_enum, default_value = "server")]
+    pub capture_at: Side,
+    /// The server's accept queue (1..=4096).
+    #[arg(long, default_value_t = limits::DEFAULT_BACKLOG, value_parser = args::backlog_range)]
+    pub backlog: usize,
+}
+
+fn parse_download(s: &str) -> Result<u64, String> {
+    let (digits, mult) = match s.to_ascii_lowercase() {
+        t if t.ends_with('k') => (t.trim_end_matches('k').to_owned(), 1000),
+        t if t.ends_with('m') => (t.trim_end_matches('m').to_owned(), 1_000_000),
+        t => (t, 1),
+    };
+    let n = digits
+        .parse::<u64>()
+        .map_err(|_| format!("{s:?} is not a size (examples: 1000, 300k, 1m)"))?
+        * mult;
+    if n > 100_000_000 {
+        return Err(format!("{n} is out of range 0..=100000000 (100 MB)"));
+    }
+    Ok(n)
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let capture = (!args.record.no_capture).then(|| {
+        args.record
+            .capture
+            .clone()
+            .unwrap_or_else(|| capture::default_path("demo"))
+    });
+    let scenario = Scenario {
+        seed: args.seed,
+        download: args.bytes,
+        mtu: args.mtu as usize,
+        rx_buf: args.buffers.rx_buf,
+        tx_buf: args.buffers.tx_buf,
+        // The link has 1 ms of delay each way unless told otherwise, so that the
+        // timeline shows round trips rather than everything at +0.000.
+        faults: args.faults.config(args.seed, 1),
+        knobs: args.knobs.knobs(),
+        plain: args.http,
+        pace: args.pace.pacing(),
+        capture_at: args.capture_at.into(),
+        backlog: args.backlog,
+        keylog: args.record.keylog.clone(),
+        capture,
+    };
+    let outcome = simulate(&scenario)?;
+    let mut out: Box<dyn std::io::Write> = match &args.record.journey_file {
+        Some(path) => Box::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create journey file {}", path.display()))?,
+        ),
+        None => Box::new(std::io::stderr()),
+    };
+    match args.record.journey.into() {
+        synack::journey::Format::Off => {}
+        synack::journey::Format::Json => {
+            // One object per event, as `serve` writes them, with the side that saw it.
+            for (side, kept) in [("client", &outcome.client), ("server", &outcome.server)] {
+                for e in kept.events() {
+                    if let Ok(serde_json::Value::Object(mut map)) = serde_json::to_value(e) {
+                        map.insert("side".into(), side.into());
+                        writeln!(out, "{}", serde_json::Value::Object(map))?;
+                    }
+                }
+            }
+        }
+        synack::journey::Format::Text => {
+            writeln!(
+                out,
+                "{}",
+                render::side_by_side(("client", &outcome.client), ("server", &outcome.server),)
+            )?;
+        }
+    }
+    let r = match &outcome.report {
+        Ok(r) => r,
+        Err(e) => anyhow::bail!("the demo's fetch failed: {e}"),
+    };
+    for e in &r.exchanges {
+        let status = e.head.as_ref().map_or(0, |h| h.status);
+        eprintln!(
+            "synack demo: {} {} -> {status}, {} B body",
+            e.method, e.target, e.body_bytes
+        );
+    }
+    eprintln!(
+        "synack demo: the download is {} ({} B checked against the pattern)",
+        if outcome.download_mismatches == 0 {
+            "byte-exact"
+        } else {
+            "NOT byte-exact"
+        },
+        args.bytes
+    );
+    if !scenario.faults.is_none() {
+        let f = outcome.faults;
+        eprintln!(
+            "synack demo: faults ({}): {} lost, {} delayed, {} reordered, {} duplicated, {} corrupted",
+            scenario.faults.describe(),
+            f.lost,
+            f.delayed,
+            f.reordered,
+            f.duplicated,
+            f.corrupted
+        );
+    }
+    eprintln!(
+        "synack demo: {:.3} s of virtual time in {:.3} s of real time, seed {}",
+        outcome.virtual_time.total_micros() as f64 / 1e6,
+        started.elapsed().as_secs_f64(),
+        args.seed
+    );
+    if let Some((path, packets)) = &outcome.capture {
+        eprintln!(
+            "synack demo: capture {} complete, {packets} packets{}",
+            path.display(),
+            if args.http {
+                ""
+            } else {
+                " (open it in Wireshark: the TLS decrypts by itself)"
+            }
+        );
+    }
+    if outcome.download_mismatches != 0 {
+        anyhow::bail!(
+            "the download was corrupted: {} bytes differ",
+            outcome.download_mismatches
+        );
+    }
+    Ok(())
+}
