@@ -23,15 +23,16 @@ use std::sync::Arc;
 use smoltcp::time::Duration;
 
 use crate::app::App;
-use crate::capture::{SinkInfo, Tap};
-use crate::clock::{Clock, VIRTUAL_EPOCH};
-use crate::device::memory;
-use crate::faults::{FaultConfig, FaultCounters};
+use crate::capture::{Capture, PcapngSink, SinkInfo};
+use crate::clock::VIRTUAL_EPOCH;
+use crate::driver::Edge;
+use crate::driver::pair::{Pair, PairError};
 use crate::fetch::{Client, Plan, Report};
 use crate::http::encode::pattern_byte;
 use crate::journey::{Journal, Kept};
+use crate::link::{FaultConfig, FaultCounters, Link};
+use crate::node::{Config, Node};
 use crate::session::{BodySink, ClientRequest};
-use crate::stack::{Config, Stack};
 use crate::tls::{self, KeyLogLines, Trust};
 
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -45,10 +46,6 @@ const CLIENT_SEED_SALT: u64 = 0x636C_6965_6E74;
 /// The simulation gives up past this much virtual time (the scenario takes about 10 s,
 /// most of it TIME-WAIT).
 const VIRTUAL_LIMIT: Duration = Duration::from_secs(600);
-
-/// Turns of both stacks at one instant before the clock must move on; a guard against
-/// a loop that never settles.
-const MAX_TURNS_PER_INSTANT: usize = 10_000;
 
 /// An end of the link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +64,7 @@ pub struct Scenario {
     pub tx_buf: usize,
     pub faults: FaultConfig,
     /// Both stacks' TCP knobs.
-    pub knobs: crate::stack::TcpKnobs,
+    pub knobs: crate::node::TcpKnobs,
     /// Plain HTTP on port 80 instead of HTTPS on 443.
     pub plain: bool,
     /// The POST body in small writes.
@@ -80,6 +77,8 @@ pub struct Scenario {
     pub keylog: Option<PathBuf>,
     /// Where the capture goes; `None` for none.
     pub capture: Option<PathBuf>,
+    /// How long TIME-WAIT lasts on both ends.
+    pub time_wait: std::time::Duration,
 }
 
 impl Default for Scenario {
@@ -89,20 +88,21 @@ impl Default for Scenario {
             seed: 1,
             download: 256_000,
             mtu: 1500,
-            rx_buf: crate::stack::limits::DEFAULT_RX_BUF,
-            tx_buf: crate::stack::limits::DEFAULT_TX_BUF,
+            rx_buf: crate::node::limits::DEFAULT_RX_BUF,
+            tx_buf: crate::node::limits::DEFAULT_TX_BUF,
             faults: FaultConfig {
                 delay_ms: 1,
                 seed: 1,
                 ..FaultConfig::default()
             },
-            knobs: crate::stack::TcpKnobs::default(),
+            knobs: crate::node::TcpKnobs::default(),
             plain: false,
             pace: None,
             capture_at: Side::Server,
-            backlog: crate::stack::limits::DEFAULT_BACKLOG,
+            backlog: crate::node::limits::DEFAULT_BACKLOG,
             keylog: None,
             capture: None,
+            time_wait: crate::node::limits::DEFAULT_TIME_WAIT,
         }
     }
 }
@@ -119,12 +119,12 @@ pub enum DemoError {
     #[error("cannot create capture file {0} (is the directory writable?): {1}")]
     Capture(PathBuf, std::io::Error),
     #[error(transparent)]
-    Stack(#[from] crate::stack::StackError),
+    Node(#[from] crate::node::NodeError),
+    #[error(transparent)]
+    Pair(#[from] PairError),
     #[error("the capture could not be completed: {0}")]
     Finish(std::io::Error),
-    #[error("the simulation did not finish within {0} s of virtual time")]
-    TooLong(u64),
-    #[error("the simulation is stuck: nothing is scheduled and nothing is on the link")]
+    #[error("the simulation ended without the client's result")]
     Stuck,
 }
 
@@ -171,35 +171,38 @@ fn body_sink(bodies: Rc<RefCell<Bodies>>) -> BodySink {
     })
 }
 
-/// One end's tap: the capture and `--keylog` go on the end the scenario captures at.
-fn tap(
-    port: memory::MemoryPort,
-    sink: Option<crate::capture::PcapngSink>,
-    scenario: &Scenario,
-    side: Side,
-) -> Result<Tap<memory::MemoryPort>, DemoError> {
-    let mut tap = Tap::new(port, sink);
-    if let Some(path) = scenario
-        .keylog
-        .as_ref()
-        .filter(|_| side == scenario.capture_at)
-    {
+/// The capture (and `--keylog`) at the end the scenario captures at.
+fn open_capture(scenario: &Scenario) -> Result<Option<Capture>, DemoError> {
+    let Some(path) = &scenario.capture else {
+        return Ok(None);
+    };
+    let at = match scenario.capture_at {
+        Side::Server => "the server",
+        Side::Client => "the client",
+    };
+    let info = SinkInfo {
+        interface: "demo-link",
+        description: format!(
+            "synack demo: in-memory link between a client stack at {CLIENT_ADDR} and a server stack at {SERVER_ADDR}, seed {}, captured at {at}",
+            scenario.seed
+        ),
+    };
+    let sink = PcapngSink::create(path, info).map_err(|e| DemoError::Capture(path.clone(), e))?;
+    let mut capture = Capture::new(sink);
+    if let Some(path) = &scenario.keylog {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(|e| DemoError::Keylog(path.clone(), e))?;
-        tap.set_keylog_file(file);
+        capture.set_keylog_file(file);
     }
-    Ok(tap)
+    Ok(Some(capture))
 }
 
 /// Runs the scenario to its end.
 pub fn simulate(scenario: &Scenario) -> Result<Outcome, DemoError> {
-    let clock = Clock::virtual_time();
-    let (client_port, server_port) = memory::pair(scenario.mtu);
-    let watch = client_port.watch();
-
+    let start = VIRTUAL_EPOCH;
     // The server, as `serve` builds it, with a seeded identity and TLS.
     let names = vec![NAME.to_owned()];
     let identity = tls::seeded::identity(scenario.seed, &names, SERVER_ADDR)?;
@@ -216,32 +219,16 @@ pub fn simulate(scenario: &Scenario) -> Result<Outcome, DemoError> {
         tls::seeded::provider(scenario.seed, "server"),
     )
     .map_err(|e| DemoError::Tls(e.to_string()))?;
-    let sink = match &scenario.capture {
-        Some(path) => {
-            let at = match scenario.capture_at {
-                Side::Server => "the server",
-                Side::Client => "the client",
-            };
-            let info = SinkInfo {
-                interface: "demo-link",
-                description: format!(
-                    "synack demo: in-memory link between a client stack at {CLIENT_ADDR} and a server stack at {SERVER_ADDR}, seed {}, captured at {at}",
-                    scenario.seed
-                ),
-            };
-            let sink = crate::capture::PcapngSink::create(path, info)
-                .map_err(|e| DemoError::Capture(path.clone(), e))?;
-            Some(sink)
-        }
-        None => None,
+    let capture = open_capture(scenario)?;
+    let (server_capture, client_capture) = match scenario.capture_at {
+        Side::Server => (capture, None),
+        Side::Client => (None, capture),
     };
-    let (server_sink, client_sink) = match scenario.capture_at {
-        Side::Server => (sink, None),
-        Side::Client => (None, sink),
-    };
+    let notes = scenario.capture.is_some();
     let server_cfg = Config {
         addr: SERVER_ADDR,
         gateway: CLIENT_ADDR,
+        mtu: scenario.mtu,
         https_port: Some(443),
         tls: Some(server_tls),
         keylog: server_keylog,
@@ -249,39 +236,41 @@ pub fn simulate(scenario: &Scenario) -> Result<Outcome, DemoError> {
         tx_buf: scenario.tx_buf,
         seed: scenario.seed,
         dns_names: names,
-        clock: clock.clone(),
-        faults: scenario.faults,
         knobs: scenario.knobs,
         backlog: scenario.backlog,
+        time_wait: scenario.time_wait,
+        notes: notes && scenario.capture_at == Side::Server,
         ..Config::default()
     };
-    let mut server = Stack::new(
+    let server = Node::new(
         server_cfg,
-        tap(server_port, server_sink, scenario, Side::Server)?,
         App::default(),
         Journal::keeping("server"),
+        start,
     )?;
 
     // The client, as `fetch` builds it: no listeners, no responder.
     let client_cfg = Config {
         addr: CLIENT_ADDR,
         gateway: SERVER_ADDR,
+        mtu: scenario.mtu,
         listen: false,
         dns_port: None,
         rx_buf: scenario.rx_buf,
         tx_buf: scenario.tx_buf,
         // Another stream from the same seed: the two ISNs differ.
         seed: scenario.seed.rotate_left(32) ^ CLIENT_SEED_SALT,
-        clock: clock.clone(),
         keylog: client_keylog.clone(),
         knobs: scenario.knobs,
+        time_wait: scenario.time_wait,
+        notes: notes && scenario.capture_at == Side::Client,
         ..Config::default()
     };
-    let mut client_stack = Stack::new(
+    let client_node = Node::new(
         client_cfg,
-        tap(client_port, client_sink, scenario, Side::Client)?,
         App::default(),
         Journal::keeping("client"),
+        start,
     )?;
     let client_tls = tls::client_config(
         Trust::Roots(identity.chain.clone()),
@@ -314,44 +303,31 @@ pub fn simulate(scenario: &Scenario) -> Result<Outcome, DemoError> {
     let bodies = Rc::new(RefCell::new(Bodies::default()));
     let mut client = Client::new(plan, body_sink(Rc::clone(&bodies)));
 
-    let result = loop {
-        let mut turns = 0;
-        let mut result = None;
-        loop {
-            client_stack.step()?;
-            server.step()?;
-            result = result.or_else(|| client.poll(&mut client_stack));
-            turns += 1;
-            if !watch.busy() || turns == MAX_TURNS_PER_INSTANT {
-                break;
-            }
-        }
-        if let Some(result) = result {
-            break result;
-        }
-        let now = clock.now();
-        client_stack.settle(now);
-        server.settle(now);
-        if now - VIRTUAL_EPOCH > VIRTUAL_LIMIT {
-            return Err(DemoError::TooLong(VIRTUAL_LIMIT.secs()));
-        }
-        let next = [client_stack.next_wait(now), server.next_wait(now)]
-            .into_iter()
-            .flatten()
-            .min()
-            .ok_or(DemoError::Stuck)?;
-        // At least a microsecond: a deadline due now that changes nothing must not spin.
-        let step = Duration::from_micros((next.as_micros() as u64).max(1));
-        clock.advance_to(now + step);
+    let mut pair = Pair::new(
+        Edge::new(client_node, client_capture),
+        Edge::new(server, server_capture),
+        Link::new(scenario.faults),
+        start,
+    );
+    let mut result = None;
+    pair.run_until(VIRTUAL_LIMIT, |pair| {
+        let now = pair.now();
+        result = client.poll(&mut pair.client.node, now);
+        result.is_some()
+    })?;
+    let report = result.ok_or(DemoError::Stuck)?;
+    let virtual_time = pair.now() - start;
+    let faults = pair.link.counters();
+    let now = pair.now();
+    let at_client = pair.client.shutdown(now, |_| {});
+    let at_server = pair.server.shutdown(now, |_| {});
+    let capture = match at_client.or(at_server) {
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => return Err(DemoError::Finish(e)),
+        None => None,
     };
-    let report = result;
-    let virtual_time = clock.now() - VIRTUAL_EPOCH;
-    let faults = server.fault_counters();
-    let at_client = client_stack.shutdown().map_err(DemoError::Finish)?;
-    let at_server = server.shutdown().map_err(DemoError::Finish)?;
-    let capture = at_client.or(at_server);
-    let client_kept = client_stack.journal_mut().take_kept();
-    let server_kept = server.journal_mut().take_kept();
+    let client_kept = pair.client.node.journal_mut().take_kept();
+    let server_kept = pair.server.node.journal_mut().take_kept();
     let mut b = bodies.borrow_mut();
     let download_mismatches = b.mismatches + b.download_len.abs_diff(scenario.download);
     Ok(Outcome {

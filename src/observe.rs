@@ -221,15 +221,90 @@ fn push_options(text: &mut String, options: &SynOptions, window: u16) {
     }
 }
 
-/// The tracker's memory of one connection: what it needs to recognise the third
-/// handshake segment and the ACK of each FIN.
-#[derive(Debug, Default, Clone, Copy)]
-struct Track {
+/// The observer's memory of one connection: what it needs to recognise the third
+/// handshake segment and the ACK of each FIN. The node keeps one in each connection; the
+/// [`Tracker`] keeps them in a map for readers that have no connection table.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Track {
     /// After a SYN-ACK: the ACK number that completes the handshake and who sends it.
     handshake_ack: Option<(Direction, u32)>,
     /// The sequence number just past each side's FIN, until the other side ACKs it.
     fin_end_in: Option<u32>,
     fin_end_out: Option<u32>,
+    /// FINs acknowledged so far (both ways).
+    fins_acked: u8,
+}
+
+impl Track {
+    /// What `s`, a segment of this connection going `dir`, means in its life.
+    pub fn classify(&mut self, dir: Direction, s: &Segment) -> Role {
+        if s.rst {
+            *self = Track::default();
+            return Role::Rst;
+        }
+        if s.syn && !s.ack_flag {
+            *self = Track::default();
+            return Role::Syn;
+        }
+        if s.syn {
+            self.handshake_ack = Some((dir.reverse(), s.seq.wrapping_add(1)));
+            return Role::SynAck;
+        }
+        let mut role = Role::Other;
+        if let Some((who, ack)) = self.handshake_ack
+            && who == dir
+            && s.ack_flag
+            && s.ack == ack
+        {
+            self.handshake_ack = None;
+            if s.payload_len == 0 && !s.fin {
+                role = Role::HandshakeAck;
+            }
+        }
+        // Did this segment acknowledge the other side's FIN for the first time?
+        let peer_fin = match dir {
+            Direction::In => &mut self.fin_end_out,
+            Direction::Out => &mut self.fin_end_in,
+        };
+        let acks_fin = match *peer_fin {
+            Some(end) if s.ack_flag && seq_ge(s.ack, end) => {
+                *peer_fin = None;
+                self.fins_acked += 1;
+                true
+            }
+            _ => false,
+        };
+        if s.fin {
+            let end = s.seq.wrapping_add(s.seq_len());
+            match dir {
+                Direction::In => self.fin_end_in = Some(end),
+                Direction::Out => self.fin_end_out = Some(end),
+            }
+            if acks_fin {
+                Role::FinAckOfFin
+            } else {
+                Role::Fin
+            }
+        } else if acks_fin {
+            Role::AckOfFin
+        } else {
+            role
+        }
+    }
+
+    /// Both FINs are acknowledged: nothing is left to recognise.
+    pub fn is_done(&self) -> bool {
+        self.fins_acked >= 2 && self.fin_end_in.is_none() && self.fin_end_out.is_none()
+    }
+}
+
+impl Direction {
+    pub fn reverse(self) -> Direction {
+        match self {
+            Direction::In => Direction::Out,
+            Direction::Out => Direction::In,
+        }
+    }
 }
 
 /// The most connections the tracker remembers. Past that it forgets everything and starts
@@ -256,70 +331,23 @@ impl Tracker {
 
     fn classify(&mut self, dir: Direction, s: &Segment) -> Role {
         let key = s.tuple(dir);
-        if s.rst {
+        if s.rst || (s.syn && !s.ack_flag) {
+            // A RST ends what we knew; a new SYN on a known tuple is a new connection
+            // (or a retransmitted SYN).
             self.conns.remove(&key);
-            return Role::Rst;
+            return Track::default().classify(dir, s);
         }
-        if s.syn && !s.ack_flag {
-            // A new SYN on a known tuple is a new connection (or a retransmitted SYN):
-            // forget what we knew.
+        if s.syn && !self.conns.contains_key(&key) && self.conns.len() >= MAX_TRACKED {
+            self.conns.clear();
+        }
+        let track = match self.conns.get_mut(&key) {
+            Some(t) => t,
+            None if s.syn => self.conns.entry(key).or_default(),
+            None => return Track::default().classify(dir, s),
+        };
+        let role = track.classify(dir, s);
+        if track.is_done() {
             self.conns.remove(&key);
-            return Role::Syn;
-        }
-        if s.syn {
-            if self.conns.len() >= MAX_TRACKED {
-                self.conns.clear();
-            }
-            let other = match dir {
-                Direction::In => Direction::Out,
-                Direction::Out => Direction::In,
-            };
-            self.conns.entry(key).or_default().handshake_ack = Some((other, s.seq.wrapping_add(1)));
-            return Role::SynAck;
-        }
-        let Some(track) = self.conns.get_mut(&key) else {
-            return if s.fin { Role::Fin } else { Role::Other };
-        };
-        let mut role = Role::Other;
-        if let Some((who, ack)) = track.handshake_ack
-            && who == dir
-            && s.ack_flag
-            && s.ack == ack
-        {
-            track.handshake_ack = None;
-            if s.payload_len == 0 && !s.fin {
-                role = Role::HandshakeAck;
-            }
-        }
-        // Did this segment acknowledge the other side's FIN for the first time?
-        let peer_fin = match dir {
-            Direction::In => &mut track.fin_end_out,
-            Direction::Out => &mut track.fin_end_in,
-        };
-        let acks_fin = match *peer_fin {
-            Some(end) if s.ack_flag && seq_ge(s.ack, end) => {
-                *peer_fin = None;
-                true
-            }
-            _ => false,
-        };
-        if s.fin {
-            let end = s.seq.wrapping_add(s.seq_len());
-            match dir {
-                Direction::In => track.fin_end_in = Some(end),
-                Direction::Out => track.fin_end_out = Some(end),
-            }
-            role = if acks_fin {
-                Role::FinAckOfFin
-            } else {
-                Role::Fin
-            };
-        } else if acks_fin {
-            role = Role::AckOfFin;
-            // Both FINs seen and this ACK closes the second one: nothing left to track.
-            if track.fin_end_in.is_none() && track.fin_end_out.is_none() {
-                self.conns.remove(&key);
-            }
         }
         role
     }

@@ -59,7 +59,7 @@ fn demo_plays_the_whole_journey_without_root() {
         "route /json",
         "ESTABLISHED -> FIN-WAIT-1",
         "FIN-WAIT-1 -> TIME-WAIT",
-        "TIME-WAIT -> CLOSED",
+        "TIME-WAIT over after 60.000 s",
         "LAST-ACK -> CLOSED",
         "GET / -> 200",
         "POST /json -> 200",
@@ -126,7 +126,7 @@ fn loss_makes_retransmissions_and_the_transfer_stays_exact() {
     let scenario = synack::demo::Scenario {
         seed: 3,
         download: 500_000,
-        faults: synack::faults::FaultConfig {
+        faults: synack::link::FaultConfig {
             loss: 5.0,
             delay_ms: 2,
             reorder: 2.0,
@@ -158,8 +158,8 @@ fn loss_makes_retransmissions_and_the_transfer_stays_exact() {
         })
         .count() as u64;
     assert_eq!(
-        lost, outcome.faults.lost,
-        "every lost packet is in the capture, commented"
+        lost, outcome.faults.lost_out,
+        "every packet the server sent and the link lost is in its capture, commented; those lost on their way in never reached it"
     );
     if tshark_problems(&dir.join("loss.pcapng")).is_some() {
         let flagged = tshark_fields(
@@ -178,7 +178,7 @@ fn every_fault_leaves_its_packets_in_the_capture_with_a_comment() {
     let scenario = synack::demo::Scenario {
         seed: 11,
         download: 300_000,
-        faults: synack::faults::FaultConfig {
+        faults: synack::link::FaultConfig {
             loss: 2.0,
             delay_ms: 1,
             jitter_ms: 2,
@@ -209,21 +209,21 @@ fn every_fault_leaves_its_packets_in_the_capture_with_a_comment() {
             .filter(|p| p.comment.as_deref().is_some_and(|c| c.contains(what)))
             .count() as u64
     };
-    assert_eq!(said("fault: lost"), f.lost);
-    // A corrupted packet that is also duplicated is corrupted in both copies.
+    // The capture is at the server's edge: what it sent the link lost is there, saying
+    // so; what the link lost on its way in never reached it.
+    assert_eq!(said("fault: lost"), f.lost_out);
+    assert!(f.lost > f.lost_out, "{f:?}");
+    // Corruption: said on the packet the server sent (before the link flips the bit), or
+    // on the damaged packet it received; a damaged inbound packet that the link also
+    // duplicated arrives damaged twice.
     let corrupted_copies = pkts
         .iter()
         .filter_map(|p| p.comment.as_deref())
-        .filter(|c| {
-            c.contains("corrupted: one bit flipped") && c.contains("duplicate (--duplicate)")
-        })
+        .filter(|c| c.contains("bit flipped") && c.contains("link's duplicate"))
         .count() as u64;
-    assert_eq!(
-        said("corrupted: one bit flipped") - corrupted_copies,
-        f.corrupted
-    );
-    // An outbound duplicate is its own packet, saying so; an inbound one was recorded
-    // once, on arrival, and says the stack gets it twice.
+    assert_eq!(said("bit") - corrupted_copies, f.corrupted);
+    // A duplicate: said once, on the packet the server sent, or on the second copy it
+    // received.
     assert_eq!(said("(--duplicate)"), f.duplicated);
     assert!(
         said("(--delay/--jitter/--rate)") > 0,
@@ -234,7 +234,7 @@ fn every_fault_leaves_its_packets_in_the_capture_with_a_comment() {
 #[test]
 fn a_link_that_loses_everything_ends_in_a_dns_failure_not_a_hang() {
     let scenario = synack::demo::Scenario {
-        faults: synack::faults::FaultConfig {
+        faults: synack::link::FaultConfig {
             loss: 100.0,
             seed: 1,
             ..Default::default()

@@ -106,6 +106,8 @@ fn fetch_from_the_kernels_tcp_walks_through_time_wait() {
         &[
             "--journey",
             "text",
+            "--time-wait",
+            "2",
             "-o",
             got.to_str().unwrap(),
             "http://10.77.0.1:8000/blob.bin",
@@ -117,7 +119,7 @@ fn fetch_from_the_kernels_tcp_walks_through_time_wait() {
         std::fs::read(&got).unwrap() == body,
         "the body is byte-exact"
     );
-    // Our side closed first and waited out TIME-WAIT (smoltcp's 10 s) before leaving.
+    // Our side closed first and waited out TIME-WAIT (--time-wait 2) before leaving.
     for needle in [
         "SYN sent from 10.77.0.2:",
         "SYN-SENT -> ESTABLISHED",
@@ -125,7 +127,7 @@ fn fetch_from_the_kernels_tcp_walks_through_time_wait() {
         "response HTTP/1.1 200",
         "ESTABLISHED -> FIN-WAIT-1",
         "-> TIME-WAIT",
-        "TIME-WAIT -> CLOSED",
+        "TIME-WAIT over after 2.",
     ] {
         assert!(journey.contains(needle), "{needle:?} missing:\n{journey}");
     }

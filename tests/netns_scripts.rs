@@ -102,7 +102,7 @@ fn demo_runs_the_whole_journey_and_cleans_up() {
         "packets in",
         "complete, ",
         "connection #4",
-        "socket closed and reclaimed",
+        "socket closed and released",
         "/journey says: connection #2",
         "SSL connection using TLSv1.3",
         "SSL certificate verify ok",

@@ -64,6 +64,11 @@ pub struct Stats {
     /// Heap allocations since start, when the counting allocator is installed (the
     /// binary does): it grows per connection and per request, never per packet.
     pub heap_allocations: Option<u64>,
+    /// TIME-WAIT entries now.
+    pub time_wait: usize,
+    /// Everything the node counts: SYN cookies sent and validated, challenge ACKs,
+    /// TIME-WAIT events, drops by reason.
+    pub node: Option<crate::node::Counters>,
 }
 
 /// The application: configuration for the routes, shared by every connection.

@@ -133,16 +133,14 @@ impl PcapngSink {
         since_epoch: Duration,
         dir: Direction,
         data: &[u8],
-        comment: Option<String>,
+        comment: Option<&str>,
     ) -> io::Result<()> {
         let ns = since_epoch.as_nanos() as u64;
         let flags = match dir {
             Direction::In => EPB_INBOUND,
             Direction::Out => EPB_OUTBOUND,
         };
-        let comment = comment
-            .as_deref()
-            .map(|c| &c.as_bytes()[..c.len().min(u16::MAX as usize)]);
+        let comment = comment.map(|c| &c.as_bytes()[..c.len().min(u16::MAX as usize)]);
         let options_len = 8 + comment.map_or(0, |c| 4 + c.len().next_multiple_of(4)) + 4;
         let block_len = (12 + 20 + data.len().next_multiple_of(4) + options_len) as u32;
         let head: [u8; 28] = words([
@@ -275,13 +273,8 @@ mod tests {
         };
         let mut sink = PcapngSink::create(&path, info).unwrap();
         let t = Duration::new(1_795_000_000, 123_456_789);
-        sink.write_packet(
-            t,
-            Direction::In,
-            b"abcde",
-            Some("SYN, handshake 1/3".into()),
-        )
-        .unwrap();
+        sink.write_packet(t, Direction::In, b"abcde", Some("SYN, handshake 1/3"))
+            .unwrap();
         sink.write_packet(t, Direction::Out, &[7; 1500], None)
             .unwrap();
         sink.finish().unwrap();
@@ -334,7 +327,7 @@ mod tests {
         for i in 0..count {
             let data = vec![i as u8; size(i)];
             let comment = (i % 100 == 0).then(|| format!("packet {i}"));
-            sink.write_packet(t, Direction::Out, &data, comment)
+            sink.write_packet(t, Direction::Out, &data, comment.as_deref())
                 .unwrap();
             if i % 250 == 0 {
                 sink.flush().unwrap();

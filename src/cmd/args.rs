@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use synack::stack::limits;
+use synack::node::limits;
 
 /// An IPv4 address with a prefix length, like 10.77.0.2/24.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,8 +119,8 @@ pub struct BufferArgs {
 /// TCP's knobs (`serve`, `fetch`, `demo`): every socket gets them.
 #[derive(Debug, Args)]
 pub struct KnobArgs {
-    /// Nagle's algorithm: small segments wait while data is unacknowledged (on), or go at once (off).
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
+    /// Nagle's algorithm: small segments wait while data is unacknowledged (on), or go at once (off, the default: responses are written whole, as nginx's tcp_nodelay and curl do).
+    #[arg(long, value_name = "on|off", default_value = "off", value_parser = on_off, action = clap::ArgAction::Set)]
     pub nagle: bool,
     /// How long an ACK may wait for data to ride on, in ms (0..=1000), or off: ACK every segment at once.
     #[arg(long, value_name = "MS|off", default_value = "10", value_parser = ack_delay)]
@@ -137,8 +137,8 @@ pub struct KnobArgs {
 }
 
 impl KnobArgs {
-    pub fn knobs(&self) -> synack::stack::TcpKnobs {
-        synack::stack::TcpKnobs {
+    pub fn knobs(&self) -> synack::node::TcpKnobs {
+        synack::node::TcpKnobs {
             nagle: self.nagle,
             ack_delay: self.ack_delay.0,
             keepalive: self.keepalive.map(std::time::Duration::from_secs),
@@ -221,8 +221,8 @@ pub struct FaultArgs {
 }
 
 impl FaultArgs {
-    pub fn config(&self, seed: u64, default_delay_ms: u64) -> synack::faults::FaultConfig {
-        synack::faults::FaultConfig {
+    pub fn config(&self, seed: u64, default_delay_ms: u64) -> synack::link::FaultConfig {
+        synack::link::FaultConfig {
             loss: self.loss,
             delay_ms: self.delay.unwrap_or(default_delay_ms),
             jitter_ms: self.jitter,
@@ -258,6 +258,38 @@ pub fn bounded(s: &str, lo: usize, hi: usize) -> Result<usize, String> {
 
 pub fn backlog_range(s: &str) -> Result<usize, String> {
     bounded(s, 1, limits::MAX_BACKLOG)
+}
+
+pub fn syn_backlog_range(s: &str) -> Result<usize, String> {
+    bounded(s, 1, limits::MAX_SYN_BACKLOG)
+}
+
+pub fn max_time_wait_range(s: &str) -> Result<usize, String> {
+    bounded(s, 0, limits::MAX_MAX_TIME_WAIT)
+}
+
+/// A listener's two queues, as Linux has them, and TIME-WAIT (`serve`).
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    /// Established connections not yet taken by the server, per port (Linux's somaxconn); a SYN that finds it full is dropped, never refused.
+    #[arg(long, default_value_t = limits::DEFAULT_BACKLOG, value_parser = backlog_range)]
+    pub backlog: usize,
+    /// Half-open connections (SYN-RECEIVED) per port (Linux's tcp_max_syn_backlog); past it, SYNs get SYN cookies.
+    #[arg(long, default_value_t = limits::DEFAULT_SYN_BACKLOG, value_parser = syn_backlog_range)]
+    pub syn_backlog: usize,
+    #[command(flatten)]
+    pub tw: TimeWaitArgs,
+}
+
+/// TIME-WAIT, for the side that closes first (`serve`, `fetch`, `demo`).
+#[derive(Debug, Args)]
+pub struct TimeWaitArgs {
+    /// Seconds our side stays in TIME-WAIT after closing first (0..=600; Linux: 60, 2 MSL).
+    #[arg(long, value_name = "SECS", default_value_t = limits::DEFAULT_TIME_WAIT.as_secs(), value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub time_wait: u64,
+    /// Most connections in TIME-WAIT at once (Linux's tcp_max_tw_buckets); past it a connection closes without TIME-WAIT, and says so.
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_MAX_TIME_WAIT, value_parser = max_time_wait_range)]
+    pub max_time_wait: usize,
 }
 
 pub fn max_conns_range(s: &str) -> Result<usize, String> {
@@ -296,7 +328,7 @@ pub enum Congestion {
     Cubic,
 }
 
-impl From<Congestion> for synack::stack::Congestion {
+impl From<Congestion> for synack::node::Congestion {
     fn from(c: Congestion) -> Self {
         match c {
             Congestion::None => Self::None,

@@ -6,11 +6,11 @@ use std::io::Write;
 use anyhow::Context;
 use clap::Args;
 
-use super::args::{self, BufferArgs, FaultArgs, KnobArgs, PaceArgs, RecordArgs};
+use super::args::{self, BufferArgs, FaultArgs, KnobArgs, PaceArgs, RecordArgs, TimeWaitArgs};
 use synack::capture;
 use synack::demo::{Scenario, simulate};
 use synack::journey::render;
-use synack::stack::limits;
+use synack::node::limits;
 
 /// An end of the link (`--capture-at`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -40,6 +40,8 @@ pub struct DemoArgs {
     pub buffers: BufferArgs,
     #[command(flatten)]
     pub faults: FaultArgs,
+    #[command(flatten)]
+    pub tw: TimeWaitArgs,
     /// Seed for every random choice: ISNs, ports, TLS randomness, the certificate's key. The same seed gives the same capture, byte for byte.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -100,6 +102,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         backlog: args.backlog,
         keylog: args.record.keylog.clone(),
         capture,
+        time_wait: std::time::Duration::from_secs(args.tw.time_wait),
     };
     let outcome = simulate(&scenario)?;
     let mut out: Box<dyn std::io::Write> = match &args.record.journey_file {

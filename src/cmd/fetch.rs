@@ -5,18 +5,19 @@ use std::io::{IsTerminal, Write};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::args::{BufferArgs, FaultArgs, KnobArgs, LinkArgs, PaceArgs, RecordArgs};
+use super::args::{BufferArgs, FaultArgs, KnobArgs, LinkArgs, PaceArgs, RecordArgs, TimeWaitArgs};
 use super::setup;
 use synack::app::App;
-use synack::capture::Tap;
+use synack::driver::Edge;
+use synack::driver::tun::TunDriver;
 use synack::fetch::{Client, EXIT_HTTP_ERROR, FetchError, Plan, Report, Url};
+use synack::link::Link;
+use synack::node::{Config, Node};
 use synack::session::{BodySink, ClientRequest};
-use synack::stack::{Config, Stack};
 use synack::tls::{self, KeyLogLines, Trust};
 
 /// Bodies past this size get a progress line on a terminal.
@@ -38,6 +39,8 @@ pub struct FetchArgs {
     pub buffers: BufferArgs,
     #[command(flatten)]
     pub faults: FaultArgs,
+    #[command(flatten)]
+    pub tw: TimeWaitArgs,
     /// DNS server to look the host up at (UDP port 53). Default: the gateway.
     #[arg(long, value_name = "IP")]
     pub resolver: Option<Ipv4Addr>,
@@ -72,7 +75,7 @@ pub struct FetchArgs {
     /// Accept any certificate for https://. INSECURE: anyone in the path can read and change the traffic.
     #[arg(long)]
     pub insecure: bool,
-    /// Exit as soon as our side is in TIME-WAIT instead of waiting it out (10 s).
+    /// Exit as soon as our side is in TIME-WAIT instead of waiting it out (--time-wait).
     #[arg(long)]
     pub no_time_wait: bool,
     /// Give up after this many seconds in all (TIME-WAIT not counted).
@@ -148,27 +151,31 @@ pub fn run(args: FetchArgs) -> anyhow::Result<u8> {
     let addr = args.link.addr;
     let sink = setup::open_capture(&args.record, "fetch", "client", &tun, addr)?;
     let journal = setup::open_journal(&args.record, "client")?;
-    let stop = setup::stop_flag()?;
+    let stop = setup::stop()?;
     let faults = args.faults.config(seed, 0);
+    let time_wait = std::time::Duration::from_secs(args.tw.time_wait);
     let cfg = Config {
         addr: addr.addr,
         prefix: addr.prefix,
         gateway,
+        mtu: tun.mtu(),
         listen: false,
         keylog,
         rx_buf: args.buffers.rx_buf,
         tx_buf: args.buffers.tx_buf,
         seed,
         dns_port: None,
-        faults,
         knobs: args.knobs.knobs(),
+        time_wait,
+        max_time_wait: args.tw.max_time_wait,
+        notes: sink.is_some(),
         ..Config::default()
     };
-    let mut tap = Tap::new(tun, sink);
-    setup::open_keylog(&args.record, &mut tap)?;
-    let mut stack = Stack::new(cfg, tap, App::default(), journal)?;
+    let capture = setup::capture(&args.record, sink)?;
+    let node = Node::new(cfg, App::default(), journal, synack::clock::now())?;
+    let mut driver = TunDriver::new(tun, Link::new(faults), Edge::new(node, capture), stop);
     if !faults.is_none() {
-        eprintln!("synack: faults in force: {}", faults.describe());
+        eprintln!("synack: link faults in force: {}", faults.describe());
     }
 
     let sink = body_sink(&args)?;
@@ -186,42 +193,29 @@ pub fn run(args: FetchArgs) -> anyhow::Result<u8> {
     let deadline = started + std::time::Duration::from_secs(args.max_time);
     let mut said_time_wait = false;
     let result = loop {
-        stack.step()?;
-        if let Some(result) = client.poll(&mut stack) {
+        if let Some(result) = driver.with_node(|node, now| client.poll(node, now)) {
             break result;
         }
-        if stop.load(Ordering::Relaxed) {
+        if driver.stopped() {
             break Err(FetchError::Local("interrupted".into()));
         }
         if client.talked() {
             if !said_time_wait && !args.no_time_wait {
                 said_time_wait = true;
                 eprintln!(
-                    "synack: done; our side closed first and waits out TIME-WAIT (10 s; --no-time-wait skips it)"
+                    "synack: done; our side closed first and waits out TIME-WAIT ({} s; --time-wait SECS shortens it, --no-time-wait leaves at once)",
+                    time_wait.as_secs()
                 );
             }
         } else if std::time::Instant::now() > deadline {
             break Err(FetchError::Timeout(args.max_time));
         }
         // Wake up for --max-time even if nothing else is due.
-        stack.pause(Some(
+        driver.turn(Some(
             deadline.saturating_duration_since(std::time::Instant::now()),
         ))?;
     };
-    // Leaving while in TIME-WAIT: our ACK of the server's FIN may still wait out the ACK
-    // delay; send it, or the server stays in LAST-ACK retransmitting its FIN.
-    if args.no_time_wait && result.as_ref().is_ok_and(|r| r.time_wait) {
-        let linger = std::time::Instant::now()
-            + args.knobs.ack_delay.0.unwrap_or_default()
-            + std::time::Duration::from_millis(5);
-        while std::time::Instant::now() < linger {
-            stack.step()?;
-            stack.pause(Some(
-                linger.saturating_duration_since(std::time::Instant::now()),
-            ))?;
-        }
-    }
-    let finished = stack.shutdown();
+    let finished = driver.shutdown();
     setup::report_capture(finished);
     match result {
         Ok(report) => Ok(summarise(&report, started.elapsed())),

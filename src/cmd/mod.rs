@@ -100,7 +100,7 @@ mod tests {
         let err = Cli::try_parse_from(["synack", "serve", "--backlog", "0"])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("1..=4096"), "{err}");
+        assert!(err.contains("1..=65536"), "{err}");
         let err = Cli::try_parse_from(["synack", "serve", "--mtu", "100"])
             .unwrap_err()
             .to_string();

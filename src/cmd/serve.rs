@@ -12,10 +12,12 @@ use clap::Args;
 use super::args::{self, BufferArgs, FaultArgs, KnobArgs, LinkArgs, RecordArgs};
 use super::setup::{self, plural};
 use synack::app::App;
-use synack::capture::Tap;
+use synack::driver::Edge;
+use synack::driver::tun::TunDriver;
 use synack::http::Limits;
+use synack::link::Link;
+use synack::node::{Config, Node, limits};
 use synack::session::Timeouts;
-use synack::stack::{Config, Stack, limits};
 use synack::tls;
 
 #[derive(Debug, Args)]
@@ -33,15 +35,11 @@ pub struct ServeArgs {
     /// TCP port of the HTTP server.
     #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u16).range(1..))]
     pub http_port: u16,
-    /// Accept queue: sockets listening or holding connections not yet taken. When none is free, new SYNs are dropped.
-    #[arg(long, default_value_t = limits::DEFAULT_BACKLOG, value_parser = args::backlog_range)]
-    pub backlog: usize,
-    /// Most connections in the table at once (TIME-WAIT not counted); beyond it connections wait in the accept queue.
+    #[command(flatten)]
+    pub queues: args::QueueArgs,
+    /// Most connections served at once; past it, established connections wait in the accept queue.
     #[arg(long, default_value_t = limits::DEFAULT_MAX_CONNS, value_parser = args::max_conns_range)]
     pub max_conns: usize,
-    /// Most sockets kept in TIME-WAIT; past it the oldest is reclaimed early (as Linux's tcp_max_tw_buckets).
-    #[arg(long, default_value_t = limits::DEFAULT_MAX_TIME_WAIT, value_parser = args::max_conns_range)]
-    pub max_time_wait: usize,
     /// Serve static files from this directory (never anything outside it).
     #[arg(long)]
     pub root: Option<PathBuf>,
@@ -94,6 +92,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
     })?;
 
+    if !args.no_https && args.https_port == args.http_port {
+        anyhow::bail!(
+            "--http-port {} is also the HTTPS port: give --https-port another port, or --no-https",
+            args.http_port
+        );
+    }
+    if !args.no_dns && args.dns_port == args.http_port {
+        // Different protocols, but a user who does this has mistyped.
+        log::warn!("--dns-port and --http-port are both {}", args.http_port);
+    }
     let (tun, gateway) = setup::open_tun(&args.link)?;
     let addr = args.link.addr;
     let sink = setup::open_capture(&args.record, "serve", "server", &tun, addr)?;
@@ -104,7 +112,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
 
     let journal = setup::open_journal(&args.record, "server")?;
-    let stop = setup::stop_flag()?;
+    let stop = setup::stop()?;
 
     // HTTPS: the identity (given, or made and written out), and a key log when something
     // records the secrets (the capture's Decryption Secrets Block, --keylog).
@@ -153,18 +161,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let seed = args.seed.unwrap_or_else(setup::random_seed);
     let faults = args.faults.config(seed, 0);
+    let mtu = tun.mtu();
     let cfg = Config {
         addr: addr.addr,
         prefix: addr.prefix,
         gateway,
+        mtu,
         listen: true,
         http_port: args.http_port,
         https_port: (!args.no_https).then_some(args.https_port),
         tls,
         keylog,
-        backlog: args.backlog,
+        backlog: args.queues.backlog,
+        syn_backlog: args.queues.syn_backlog,
         max_conns: args.max_conns,
-        max_time_wait: args.max_time_wait,
+        max_time_wait: args.queues.tw.max_time_wait,
+        time_wait: Duration::from_secs(args.queues.tw.time_wait),
         rx_buf: args.buffers.rx_buf,
         tx_buf: args.buffers.tx_buf,
         limits: Limits {
@@ -178,16 +190,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         seed,
         dns_port: (!args.no_dns).then_some(args.dns_port),
         dns_names: args.names.clone(),
-        clock: Default::default(),
-        faults,
         knobs: args.knobs.knobs(),
+        notes: sink.is_some(),
     };
-    let mtu = tun.mtu();
     let name = tun.name().to_owned();
     let capture_path = sink.as_ref().map(|s| s.path().to_owned());
-    let mut tap = Tap::new(tun, sink);
-    setup::open_keylog(&args.record, &mut tap)?;
-    let mut stack = Stack::new(cfg, tap, app, journal)?;
+    let capture = setup::capture(&args.record, sink)?;
+    let node = Node::new(cfg, app, journal, synack::clock::now())?;
+    let mut driver = TunDriver::new(tun, Link::new(faults), Edge::new(node, capture), stop);
 
     eprintln!(
         "synack: serving http://{}:{}/ on {name} (MTU {mtu}, MSS {}), gateway {gateway}",
@@ -210,7 +220,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     if !faults.is_none() {
-        eprintln!("synack: faults in force: {}", faults.describe());
+        eprintln!("synack: link faults in force: {}", faults.describe());
     }
     match &capture_path {
         Some(p) => eprintln!("synack: capturing to {}", p.display()),
@@ -218,23 +228,27 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     eprintln!("synack: Ctrl-C or SIGTERM stops cleanly");
 
-    let result = stack.run(&stop);
-    let finished = stack.shutdown();
-    let c = stack.counters();
+    let result = driver.run();
+    let finished = driver.shutdown();
+    let c = driver.edge.node.counters();
+    let device = driver.tun.counters();
     eprintln!(
-        "synack: stopped. {} connection{}, {} packets in, {} out, {} SYN{} dropped at a full accept queue, {} DNS answer{} ({} datagram{} dropped), {} device error{}",
+        "synack: stopped. {} connection{}, {} packets in, {} out, {} SYN{} dropped at a full accept queue, {} SYN cookie{} ({} came back), {} DNS answer{} ({} datagram{} dropped), {} device error{}",
         c.connections,
         plural(c.connections),
-        c.device.rx_packets,
-        c.device.tx_packets,
+        device.rx_packets,
+        device.tx_packets,
         c.syn_dropped,
         plural(c.syn_dropped),
+        c.syn_cookies_sent,
+        plural(c.syn_cookies_sent),
+        c.syn_cookies_validated,
         c.dns_answered,
         plural(c.dns_answered),
         c.dns_dropped,
         plural(c.dns_dropped),
-        c.device_errors,
-        plural(c.device_errors),
+        driver.device_errors,
+        plural(driver.device_errors),
     );
     setup::report_capture(finished);
     result?;

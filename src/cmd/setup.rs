@@ -4,15 +4,14 @@
 use std::fs::File;
 use std::io::{BufWriter, LineWriter, Write};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
 
 use super::args::{Cidr, LinkArgs, RecordArgs};
-use synack::capture::{self, PcapngSink, SinkInfo, Tap};
+use synack::capture::{self, Capture, PcapngSink, SinkInfo};
 use synack::device::TunDevice;
 use synack::device::tun::Origin;
+use synack::driver::Stop;
 use synack::journey::Journal;
 
 /// A seed that differs on every run (RFC 9293 §3.4.1 wants ISNs hard to guess; smoltcp
@@ -124,38 +123,39 @@ pub fn open_journal(record: &RecordArgs, side: &'static str) -> anyhow::Result<J
     Ok(Journal::new(record.journey.into(), out).with_side(side))
 }
 
-/// `--keylog FILE`: the TLS secrets go there too (appended).
-pub fn open_keylog<D>(record: &RecordArgs, tap: &mut Tap<D>) -> anyhow::Result<()> {
+/// The capture around its sink, with `--keylog FILE` (appended) if given.
+pub fn capture(record: &RecordArgs, sink: Option<PcapngSink>) -> anyhow::Result<Option<Capture>> {
+    let Some(sink) = sink else {
+        // Without a capture, --keylog still gets the secrets: a capture that keeps
+        // nothing but them.
+        return Ok(None);
+    };
+    let mut capture = Capture::new(sink);
     if let Some(path) = &record.keylog {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path);
-        tap.set_keylog_file(
+        capture.set_keylog_file(
             file.with_context(|| format!("cannot open --keylog file {}", path.display()))?,
         );
     }
-    Ok(())
+    Ok(Some(capture))
 }
 
-/// Set on SIGINT or SIGTERM: the loop stops and leaves a complete capture.
-pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("cannot install signal handlers")?;
-    }
-    Ok(stop)
+/// SIGINT and SIGTERM stop the driver's loop and leave a complete capture.
+pub fn stop() -> anyhow::Result<Stop> {
+    Stop::install().context("cannot install signal handlers")
 }
 
 /// The last word on a capture once the stack is shut down.
-pub fn report_capture(finished: std::io::Result<Option<(std::path::PathBuf, u64)>>) {
+pub fn report_capture(finished: Option<std::io::Result<(std::path::PathBuf, u64)>>) {
     match finished {
-        Ok(Some((path, packets))) => eprintln!(
+        Some(Ok((path, packets))) => eprintln!(
             "synack: capture {} complete, {packets} packets",
             path.display()
         ),
-        Ok(None) => {}
-        Err(e) => eprintln!("synack: the capture could not be completed: {e}"),
+        None => {}
+        Some(Err(e)) => eprintln!("synack: the capture could not be completed: {e}"),
     }
 }

@@ -1,30 +1,11 @@
-//! Packets in and out, nothing else.
-//!
-//! Every device here is a smoltcp [`Device`](smoltcp::phy::Device) plus [`Link`], the little
-//! the event loop needs besides: a way to sleep until a packet may be waiting, and the I/O
-//! errors the device met (a device never panics on I/O; it records and the loop decides).
+//! Packets in and out, nothing else: the TUN device. A device never panics on I/O; it
+//! records the error and the driver decides.
 
 use std::io;
-use std::time::Duration;
 
-pub mod memory;
 pub mod tun;
 
 pub use tun::TunDevice;
-
-/// What the event loop needs from a device besides smoltcp's token interface.
-pub trait Link: smoltcp::phy::Device {
-    /// Sleeps until the device may have a packet to read, or `timeout` passes
-    /// (`None`: no deadline). Returns early when a signal arrives.
-    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()>;
-
-    /// The first I/O error met since the last call, if any. Reads and writes that fail are
-    /// dropped (and counted); this is how the loop learns about them.
-    fn take_error(&mut self) -> Option<DeviceError>;
-
-    /// Counters of what crossed the device.
-    fn counters(&self) -> DeviceCounters;
-}
 
 /// What went wrong on a device, and whether the run can go on.
 #[derive(Debug)]

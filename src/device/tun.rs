@@ -1,8 +1,9 @@
 //! The TUN device, opened through tun-tap with IFF_NO_PI and made non-blocking.
 //!
-//! Unlike smoltcp's own `TunTapInterface`, this one allocates its two packet buffers once,
-//! reads the MTU when asked (`--mtu` may change it), and turns I/O errors into counters and
-//! a [`DeviceError`] for the loop instead of panicking.
+//! Unlike smoltcp's own `TunTapInterface`, this one allocates its packet buffer once, reads
+//! the MTU when asked (`--mtu` may change it), and turns I/O errors into counters and a
+//! [`DeviceError`] for the driver instead of panicking. It is not a smoltcp device: the
+//! driver reads packets from it and hands them to the node.
 
 use std::ffi::CString;
 use std::io;
@@ -11,13 +12,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
-use smoltcp::time::Instant;
-
-use super::{DeviceCounters, DeviceError, Link};
-
-/// The largest IPv4 packet: a read buffer this big never truncates one.
-const MAX_PACKET: usize = 65_535;
+use super::{DeviceCounters, DeviceError};
 
 /// Why a TUN device could not be opened or configured, worded for the user.
 #[derive(Debug, thiserror::Error)]
@@ -60,8 +55,6 @@ pub struct TunDevice {
     iface: tun_tap::Iface,
     origin: Origin,
     mtu: usize,
-    rx: Box<[u8]>,
-    tx: Box<[u8]>,
     counters: DeviceCounters,
     error: Option<DeviceError>,
 }
@@ -110,8 +103,6 @@ impl TunDevice {
                 Origin::Created
             },
             mtu,
-            rx: vec![0; MAX_PACKET].into_boxed_slice(),
-            tx: vec![0; MAX_PACKET].into_boxed_slice(),
             counters: DeviceCounters::default(),
             error: None,
         })
@@ -163,26 +154,16 @@ impl TunDevice {
     }
 }
 
-impl phy::Device for TunDevice {
-    type RxToken<'a> = RxToken<'a>;
-    type TxToken<'a> = TxToken<'a>;
-
-    fn receive(&mut self, _timestamp: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
-        match raw_read(self.iface.as_raw_fd(), &mut self.rx) {
+impl TunDevice {
+    /// Reads the next packet the kernel has written into the device into `buf`, if any
+    /// (the device is non-blocking); returns its length. A failed read is counted and
+    /// kept for [`take_error`](Self::take_error). `buf` should hold 65535 bytes.
+    pub fn recv_into(&mut self, buf: &mut [u8]) -> Option<usize> {
+        match raw_read(self.iface.as_raw_fd(), buf) {
             Ok(len) => {
                 self.counters.rx_packets += 1;
                 self.counters.rx_bytes += len as u64;
-                Some((
-                    RxToken {
-                        packet: &self.rx[..len],
-                    },
-                    TxToken {
-                        iface: &self.iface,
-                        buf: &mut self.tx,
-                        counters: &mut self.counters,
-                        error: &mut self.error,
-                    },
-                ))
+                Some(len)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
@@ -194,76 +175,34 @@ impl phy::Device for TunDevice {
         }
     }
 
-    fn transmit(&mut self, _timestamp: Instant) -> Option<TxToken<'_>> {
-        Some(TxToken {
-            iface: &self.iface,
-            buf: &mut self.tx,
-            counters: &mut self.counters,
-            error: &mut self.error,
-        })
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ip;
-        caps.max_transmission_unit = self.mtu;
-        caps
-    }
-}
-
-impl Link for TunDevice {
-    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        poll_readable(self.iface.as_raw_fd(), timeout)
-    }
-
-    fn take_error(&mut self) -> Option<DeviceError> {
-        self.error.take()
-    }
-
-    fn counters(&self) -> DeviceCounters {
-        self.counters
-    }
-}
-
-pub struct RxToken<'a> {
-    packet: &'a [u8],
-}
-
-impl phy::RxToken for RxToken<'_> {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(self.packet)
-    }
-}
-
-pub struct TxToken<'a> {
-    iface: &'a tun_tap::Iface,
-    buf: &'a mut [u8],
-    counters: &'a mut DeviceCounters,
-    error: &'a mut Option<DeviceError>,
-}
-
-impl phy::TxToken for TxToken<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let len = len.min(self.buf.len());
-        let result = f(&mut self.buf[..len]);
-        match raw_write(self.iface.as_raw_fd(), &self.buf[..len]) {
+    /// Hands a packet to the kernel. A full device queue drops it (TCP retransmits); any
+    /// other failure is counted and kept for [`take_error`](Self::take_error).
+    pub fn send(&mut self, packet: &[u8]) {
+        match raw_write(self.iface.as_raw_fd(), packet) {
             Ok(_) => {
                 self.counters.tx_packets += 1;
-                self.counters.tx_bytes += len as u64;
+                self.counters.tx_bytes += packet.len() as u64;
             }
-            // A full device queue drops the packet; TCP retransmits it.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.counters.tx_errors += 1,
             Err(e) => {
                 self.counters.tx_errors += 1;
-                if self.error.is_none() {
-                    *self.error = Some(DeviceError {
-                        op: "write to TUN",
-                        error: e,
-                    });
-                }
+                self.record("write to TUN", e);
             }
         }
-        result
+    }
+
+    /// The device's file descriptor, to wait on.
+    pub fn fd(&self) -> i32 {
+        self.iface.as_raw_fd()
+    }
+
+    /// The first I/O error met since the last call, if any.
+    pub fn take_error(&mut self) -> Option<DeviceError> {
+        self.error.take()
+    }
+
+    pub fn counters(&self) -> DeviceCounters {
+        self.counters
     }
 }
 
@@ -291,21 +230,26 @@ fn raw_write(fd: i32, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
-/// Sleeps in poll(2) until `fd` is readable or the timeout passes. A signal ends the
-/// sleep early (EINTR), which is how SIGINT and SIGTERM reach the loop promptly.
-pub fn poll_readable(fd: i32, timeout: Option<Duration>) -> io::Result<()> {
-    let mut pfd = libc::pollfd {
-        fd,
+/// Sleeps in poll(2) until one of `fds` is readable or the timeout passes. The stop
+/// signals write to a pipe among `fds` (see `driver::Stop`), so a SIGTERM that lands
+/// just before the sleep still ends it.
+pub fn poll_readable(fds: &[i32], timeout: Option<Duration>) -> io::Result<()> {
+    let mut pfds = [libc::pollfd {
+        fd: -1,
         events: libc::POLLIN,
         revents: 0,
-    };
+    }; 4];
+    for (p, fd) in pfds.iter_mut().zip(fds) {
+        p.fd = *fd;
+    }
+    let n = fds.len().min(pfds.len());
     let ms = match timeout {
         None => -1,
         // Round up: waking a little late is fine, spinning on a 0 ms timeout is not.
         Some(t) => t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32,
     };
-    // SAFETY: pfd is a valid pollfd for the duration of the call.
-    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+    // SAFETY: pfds holds n valid pollfds for the duration of the call.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, ms) };
     if rc < 0 {
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {

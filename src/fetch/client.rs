@@ -10,10 +10,9 @@ use std::sync::Arc;
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 
-use crate::device::Link;
 use crate::journey::ConnId;
+use crate::node::{ConnStatus, LookupId, Node};
 use crate::session::{BodySink, ClientRequest, ClientSession, Exchange, Outcome};
-use crate::stack::{ConnStatus, LookupId, Stack};
 
 /// Where the request goes and how.
 pub struct Plan {
@@ -103,34 +102,35 @@ impl Client {
         }
     }
 
-    /// Moves the journey on after a step of `stack`; the result once it is over.
-    pub fn poll<L: Link>(&mut self, stack: &mut Stack<L>) -> Option<Result<Report, FetchError>> {
+    /// Moves the journey on after the node has run; the result once it is over. What it
+    /// makes the node send (a lookup, a SYN) is for the driver to take.
+    pub fn poll(&mut self, stack: &mut Node, now: Instant) -> Option<Result<Report, FetchError>> {
         loop {
             match &mut self.phase {
                 Phase::Finished => return None,
                 Phase::Start => match self.plan.ip {
                     Some(ip) => {
-                        if let Err(e) = self.connect(stack, ip) {
+                        if let Err(e) = self.connect(stack, now, ip) {
                             return Some(self.finish(Err(e)));
                         }
                     }
-                    None => match stack.lookup(&self.plan.host, self.plan.resolver) {
+                    None => match stack.lookup(now, &self.plan.host, self.plan.resolver) {
                         Ok(id) => self.phase = Phase::Resolving(id),
                         Err(e) => {
                             let host = self.plan.host.clone();
-                            return Some(self.finish(Err(FetchError::Dns(host, e))));
+                            return Some(self.finish(Err(FetchError::Dns(host, e.to_string()))));
                         }
                     },
                 },
                 Phase::Resolving(id) => match stack.lookup_result(*id)? {
                     Ok(addrs) => {
-                        if let Err(e) = self.connect(stack, addrs[0]) {
+                        if let Err(e) = self.connect(stack, now, addrs[0]) {
                             return Some(self.finish(Err(e)));
                         }
                     }
                     Err(e) => {
                         let host = self.plan.host.clone();
-                        return Some(self.finish(Err(FetchError::Dns(host, e))));
+                        return Some(self.finish(Err(FetchError::Dns(host, e.to_string()))));
                     }
                 },
                 Phase::Talking {
@@ -176,7 +176,7 @@ impl Client {
         )
     }
 
-    fn connect<L: Link>(&mut self, stack: &mut Stack<L>, ip: Ipv4Addr) -> Result<(), FetchError> {
+    fn connect(&mut self, stack: &mut Node, now: Instant, ip: Ipv4Addr) -> Result<(), FetchError> {
         let remote = SocketAddrV4::new(ip, self.plan.port);
         let requests = self.plan.requests.clone();
         let tls = self.plan.tls.clone().map(|c| (c, self.plan.host.clone()));
@@ -186,7 +186,7 @@ impl Client {
             .ok_or_else(|| FetchError::Local("connected twice".into()))?;
         let mut shared = None;
         let conn = stack
-            .connect(remote, |id, now: Instant| {
+            .connect(now, remote, |id, now: Instant| {
                 let (session, outcome) = ClientSession::new(id, requests, tls, sink, now);
                 shared = Some(outcome);
                 Box::new(session)

@@ -140,7 +140,7 @@ pub enum What {
     /// The exchange failed: the response was malformed, TLS broke, the body could not be
     /// written.
     Failed { reason: String },
-    /// The peer's SYN reached a listening socket (handshake 1/3).
+    /// The peer's SYN reached a listening port (handshake 1/3).
     Syn {
         remote: SocketAddrV4,
         local: SocketAddrV4,
@@ -148,9 +148,24 @@ pub enum What {
         window: u16,
         #[serde(flatten)]
         options: SynOptions,
-        queue_depth: usize,
-        backlog: usize,
     },
+    /// The SYN queue was full: the SYN was answered with a cookie and nothing was kept
+    /// (RFC 4987 §3.6).
+    SynCookieSent {
+        remote: SocketAddrV4,
+        cookie: u32,
+        mss: u16,
+    },
+    /// An ACK brought back a valid cookie: the connection was rebuilt from it.
+    CookieValidated {
+        remote: SocketAddrV4,
+        mss: u16,
+        window_scale: Option<u8>,
+        sack_permitted: bool,
+    },
+    /// A RST or SYN that RFC 5961 does not let end the connection; `sent`: a challenge
+    /// ACK went out (false: the rate limit held it back).
+    ChallengeAck { reason: &'static str, sent: bool },
     /// A SYN found no free listening socket and was dropped, as Linux does when its
     /// accept queue is full; the client will retransmit it.
     SynDropped {
@@ -247,14 +262,28 @@ pub enum What {
     Rst { dir: Direction, seq: u32 },
     /// We closed, and the connection did not finish closing in time: reset.
     FinTimeout { state: &'static str, secs: u64 },
-    /// Too many sockets were in TIME-WAIT: this one was reclaimed before its time.
-    TimeWaitCut { limit: usize },
-    /// The socket is closed and reclaimed.
+    /// `--max-time-wait` entries were in use: this connection closed without TIME-WAIT.
+    TimeWaitSkipped { limit: usize },
+    /// In TIME-WAIT, the peer's FIN came again: ACKed again, the timer restarted.
+    TimeWaitFinAgain { restarted_secs: u64 },
+    /// The TIME-WAIT entry ended: it expired, a RST or a new SYN ended it, or we stopped.
+    TimeWaitEnded { why: &'static str, after_ms: u64 },
+    /// The socket and its buffers are given back: what the connection carried and held.
+    /// `time_wait_secs`: a TIME-WAIT entry goes on for that long.
     Closed {
         bytes_in: u64,
         bytes_out: u64,
         requests: u64,
         duration_us: u64,
+        /// The socket's buffers and the most each held at once.
+        rx_buf: usize,
+        tx_buf: usize,
+        peak_rx: usize,
+        peak_tx: usize,
+        /// Resident bytes of those buffers, handed back to the kernel now.
+        freed_bytes: usize,
+        time_wait_secs: Option<u64>,
+        active: bool,
     },
 }
 
@@ -442,8 +471,21 @@ impl Journal {
         {
             kept.loose.push(event.clone());
         }
-        if let Some(rec) = conn.and_then(|id| self.conns.get_mut(&id)) {
-            rec.push(event);
+        match conn.and_then(|id| self.conns.get_mut(&id)) {
+            Some(rec) => rec.push(event),
+            // An event after the connection's journey closed (its TIME-WAIT entry
+            // ending): a line of its own in text, and kept with its record.
+            None if conn.is_some() => {
+                if self.format == Format::Text {
+                    render::loose_line(&mut self.out, self.side, &event);
+                }
+                if let Some(kept) = self.kept.as_mut()
+                    && let Some(rec) = kept.conns.iter_mut().rev().find(|r| Some(r.id) == conn)
+                {
+                    rec.push(event);
+                }
+            }
+            None => {}
         }
     }
 

@@ -198,14 +198,40 @@ pub fn describe(what: &What) -> String {
             isn,
             window,
             options,
-            queue_depth,
-            backlog,
             ..
         } => {
             format!(
-                "SYN from {remote}, ISN {isn}, window {window}{}; accept queue {queue_depth}/{backlog}",
+                "SYN from {remote}, ISN {isn}, window {window}{}",
                 syn_options(options)
             )
+        }
+        What::SynCookieSent {
+            remote,
+            cookie,
+            mss,
+        } => format!(
+            "SYN from {remote}: the SYN queue is full, answered with a SYN cookie ({cookie}, MSS {mss}); nothing kept"
+        ),
+        What::CookieValidated {
+            remote,
+            mss,
+            window_scale,
+            sack_permitted,
+        } => format!(
+            "the ACK from {remote} returns a valid SYN cookie: rebuilt with MSS {mss}{}{}",
+            window_scale.map_or(String::new(), |w| format!(", wscale {w}")),
+            if *sack_permitted {
+                ", SACK-permitted"
+            } else {
+                ""
+            }
+        ),
+        What::ChallengeAck { reason, sent } => {
+            if *sent {
+                format!("{reason}: answered with a challenge ACK")
+            } else {
+                format!("{reason}: dropped (challenge ACKs at their rate limit)")
+            }
         }
         What::SynDropped { remote, backlog } => {
             format!(
@@ -298,18 +324,48 @@ pub fn describe(what: &What) -> String {
         What::FinTimeout { state, secs } => {
             format!("still {state} {secs} s after our FIN: reset (as Linux's tcp_fin_timeout)")
         }
-        What::TimeWaitCut { limit } => format!(
-            "TIME-WAIT cut short: more than {limit} sockets in TIME-WAIT (--max-time-wait), as Linux does past tcp_max_tw_buckets"
+        What::TimeWaitSkipped { limit } => format!(
+            "no TIME-WAIT: {limit} entries in use (--max-time-wait), as Linux past tcp_max_tw_buckets"
         ),
+        What::TimeWaitFinAgain { restarted_secs } => format!(
+            "TIME-WAIT: the peer's FIN came again; ACKed again, {restarted_secs} s from now"
+        ),
+        What::TimeWaitEnded { why, after_ms } => {
+            let why = match *why {
+                "expired" => "over",
+                "reset" => "ended by a RST",
+                "new_syn" => "ended by a new SYN (a new connection on the same ports)",
+                _ => "ended (stopping)",
+            };
+            format!("TIME-WAIT {why} after {:.3} s", *after_ms as f64 / 1000.0)
+        }
         What::Closed {
             bytes_in,
             bytes_out,
             requests,
             duration_us,
+            rx_buf,
+            tx_buf,
+            peak_rx,
+            peak_tx,
+            freed_bytes,
+            time_wait_secs,
+            ..
         } => format!(
-            "socket closed and reclaimed after {:.3} ms: {requests} request{}, {bytes_in} B in, {bytes_out} B out",
+            "socket {} after {:.3} ms: {requests} request{}, {bytes_in} B in, {bytes_out} B out; buffers {} + {} KiB (at most {peak_rx} B and {peak_tx} B in them), {} KiB resident given back{}",
+            if time_wait_secs.is_some() {
+                "released"
+            } else {
+                "closed and released"
+            },
             *duration_us as f64 / 1000.0,
-            if *requests == 1 { "" } else { "s" }
+            if *requests == 1 { "" } else { "s" },
+            rx_buf / 1024,
+            tx_buf / 1024,
+            freed_bytes / 1024,
+            time_wait_secs.map_or(String::new(), |s| format!(
+                "; TIME-WAIT goes on as a small entry for {s} s"
+            ))
         ),
     }
 }

@@ -22,6 +22,7 @@ pub(super) fn drive(
     now: Instant,
     app: &App,
     journal: &mut Journal,
+    read: &mut u64,
 ) -> Drive {
     // A connection we opened has its conversation from the start; it speaks once the
     // handshake is done (before that, may_recv() would read as the peer's FIN).
@@ -43,6 +44,7 @@ pub(super) fn drive(
         if n == 0 {
             break;
         }
+        *read += n as u64;
         let rx_capacity = sock.recv_capacity();
         let window = rx_capacity - sock.recv_queue();
         journal.record(

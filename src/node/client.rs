@@ -8,11 +8,30 @@ use smoltcp::socket::{dns, tcp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{DnsQueryType, IpAddress};
 
-use super::{Conn, Slot, Stack, StackError};
-use crate::device::Link;
+use super::conn::Opened;
+use super::turn::Cause;
+use super::{Node, NodeError};
 use crate::journey::{ConnId, Stage, What};
 use crate::observe::FourTuple;
 use crate::session::Conversation;
+
+/// How connections we opened and ended are remembered for their openers at most.
+const MAX_ENDED: usize = 1024;
+
+/// Why a lookup failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("{0} has no address for it (NXDOMAIN or no A record)")]
+    NoAddress(Ipv4Addr),
+    #[error("no answer from {0}:53 in {1} s")]
+    NoAnswer(Ipv4Addr, u64),
+    #[error(
+        "{0} is not a DNS server: nothing answers on UDP port 53 (ICMP port unreachable); give another with --resolver"
+    )]
+    Unreachable(Ipv4Addr),
+    #[error("cannot look it up: {0}")]
+    Local(String),
+}
 
 /// Lookups in flight at once: a fetch makes one.
 const MAX_LOOKUPS: usize = 4;
@@ -32,8 +51,14 @@ pub(super) struct Lookups {
     server: Ipv4Addr,
     pending: Vec<Pending>,
     /// Finished lookups, until their results are taken.
-    done: Vec<(LookupId, Result<Vec<Ipv4Addr>, String>)>,
+    done: Vec<(LookupId, Result<Vec<Ipv4Addr>, LookupError>)>,
     next_id: LookupId,
+}
+
+impl Lookups {
+    pub(super) fn server(&self) -> Ipv4Addr {
+        self.server
+    }
 }
 
 struct Pending {
@@ -75,29 +100,34 @@ fn ephemeral_port(seed: u64, n: u32) -> u16 {
     EPHEMERAL_FIRST + (z % u64::from(EPHEMERAL_COUNT)) as u16
 }
 
-impl<L: Link> Stack<L> {
-    /// Starts looking up `name`'s IPv4 address at the DNS server `server` (port 53).
-    pub fn lookup(&mut self, name: &str, server: Ipv4Addr) -> Result<LookupId, String> {
-        let now = self.cfg.clock.now();
+impl Node {
+    /// Starts looking up `name`'s IPv4 address at the DNS server `server` (port 53); the
+    /// query goes out through [`next_transmit`](Self::next_transmit).
+    pub fn lookup(
+        &mut self,
+        now: Instant,
+        name: &str,
+        server: Ipv4Addr,
+    ) -> Result<LookupId, LookupError> {
         let lookups = self.lookups.get_or_insert_with(|| {
             let queries: Vec<Option<dns::DnsQuery>> = (0..MAX_LOOKUPS).map(|_| None).collect();
             let socket = dns::Socket::new(&[IpAddress::Ipv4(server)], queries);
             Lookups {
-                handle: self.sockets.add(socket),
+                handle: self.misc.add(socket),
                 server,
                 pending: Vec::new(),
                 done: Vec::new(),
                 next_id: 0,
             }
         });
-        let socket = self.sockets.get_mut::<dns::Socket>(lookups.handle);
+        let socket = self.misc.get_mut::<dns::Socket>(lookups.handle);
         if lookups.server != server {
             socket.update_servers(&[IpAddress::Ipv4(server)]);
             lookups.server = server;
         }
         let query = socket
             .start_query(self.iface.context(), name, DnsQueryType::A)
-            .map_err(|e| format!("cannot look up {name:?}: {e}"))?;
+            .map_err(|e| LookupError::Local(format!("{name:?}: {e}")))?;
         let id = lookups.next_id;
         lookups.next_id += 1;
         lookups.pending.push(Pending {
@@ -112,14 +142,34 @@ impl<L: Link> Stack<L> {
         };
         self.journal
             .record(None, now.total_micros(), Stage::Resolve, what);
+        self.misc_turn(now);
         Ok(id)
     }
 
     /// The addresses `name` resolved to, or why it did not; `None` while pending.
-    pub fn lookup_result(&mut self, id: LookupId) -> Option<Result<Vec<Ipv4Addr>, String>> {
+    pub fn lookup_result(&mut self, id: LookupId) -> Option<Result<Vec<Ipv4Addr>, LookupError>> {
         let done = &mut self.lookups.as_mut()?.done;
         let i = done.iter().position(|(d, _)| *d == id)?;
         Some(done.swap_remove(i).1)
+    }
+
+    /// Every pending lookup fails with `error` (the server is unreachable).
+    pub(super) fn fail_lookups(&mut self, error: LookupError) {
+        let Some(lookups) = self.lookups.as_mut() else {
+            return;
+        };
+        let socket = self.misc.get_mut::<dns::Socket>(lookups.handle);
+        for p in lookups.pending.drain(..) {
+            socket.cancel_query(p.query);
+            let what = What::LookedUp {
+                name: p.name,
+                addresses: Vec::new(),
+                error: Some(error.to_string()),
+                duration_us: 0,
+            };
+            self.journal.record(None, 0, Stage::Resolve, what);
+            lookups.done.push((p.id, Err(error.clone())));
+        }
     }
 
     /// Collects answers smoltcp's DNS socket has, into the journal and `done`.
@@ -127,7 +177,7 @@ impl<L: Link> Stack<L> {
         let Some(lookups) = self.lookups.as_mut() else {
             return;
         };
-        let socket = self.sockets.get_mut::<dns::Socket>(lookups.handle);
+        let socket = self.misc.get_mut::<dns::Socket>(lookups.handle);
         let server = lookups.server;
         let mut i = 0;
         while i < lookups.pending.len() {
@@ -145,23 +195,22 @@ impl<L: Link> Stack<L> {
                         })
                         .collect();
                     if v4.is_empty() {
-                        Err("the answer has no IPv4 address".to_owned())
+                        Err(LookupError::NoAddress(server))
                     } else {
                         Ok(v4)
                     }
                 }
-                Err(dns::GetQueryResultError::Failed) if now - p.started < DNS_GIVE_UP => Err(
-                    format!("{server} has no address for it (NXDOMAIN or no A record)"),
-                ),
-                Err(dns::GetQueryResultError::Failed) => Err(format!(
-                    "no answer from {server}:53 in {} s",
-                    (now - p.started).secs()
-                )),
+                Err(dns::GetQueryResultError::Failed) if now - p.started < DNS_GIVE_UP => {
+                    Err(LookupError::NoAddress(server))
+                }
+                Err(dns::GetQueryResultError::Failed) => {
+                    Err(LookupError::NoAnswer(server, (now - p.started).secs()))
+                }
             };
             let p = lookups.pending.swap_remove(i);
             let (addresses, error) = match &result {
                 Ok(a) => (a.clone(), None),
-                Err(e) => (Vec::new(), Some(e.clone())),
+                Err(e) => (Vec::new(), Some(e.to_string())),
             };
             let what = What::LookedUp {
                 name: p.name,
@@ -175,68 +224,74 @@ impl<L: Link> Stack<L> {
         }
     }
 
-    /// Opens a connection to `remote` from an ephemeral port: our SYN goes out on the
-    /// next step. `conversation` makes what will speak on it, given the connection's id.
+    /// Opens a connection to `remote` from an ephemeral port: our SYN goes out through
+    /// [`next_transmit`](Self::next_transmit). `conversation` makes what will speak on
+    /// it, given the connection's id.
     pub fn connect(
         &mut self,
+        now: Instant,
         remote: SocketAddrV4,
         conversation: impl FnOnce(ConnId, Instant) -> Box<dyn Conversation>,
-    ) -> Result<ConnId, StackError> {
-        let now = self.cfg.clock.now();
-        let port = ephemeral_port(self.cfg.seed, self.ports_used);
-        self.ports_used += 1;
-        let handle = self.socket();
-        let sock = self.sockets.get_mut::<tcp::Socket>(handle);
-        let opened = sock.connect(
-            self.iface.context(),
-            (IpAddress::Ipv4(*remote.ip()), remote.port()),
-            port,
-        );
-        if let Err(e) = opened {
-            // Still closed: it goes back for the next one.
-            self.spare.push(handle);
-            return Err(StackError::Connect(remote, e.to_string()));
+    ) -> Result<ConnId, NodeError> {
+        // Like Linux's connect(), skip ports whose 4-tuple is still in use or in TIME-WAIT.
+        let mut tuple;
+        loop {
+            let port = ephemeral_port(self.cfg.seed, self.ports_used);
+            self.ports_used += 1;
+            tuple = FourTuple {
+                local: SocketAddrV4::new(self.cfg.addr, port),
+                remote,
+            };
+            if self.conns.find(&tuple).is_none() && self.time_wait.find(&tuple).is_none() {
+                break;
+            }
+            if self.ports_used % EPHEMERAL_COUNT == 0 {
+                return Err(NodeError::Connect(
+                    remote,
+                    "no ephemeral port is free".into(),
+                ));
+            }
         }
-        let local = SocketAddrV4::new(self.cfg.addr, port);
-        let tuple = FourTuple { local, remote };
-        let id = self.journal.open(local, remote, now.total_micros());
+        let id = self
+            .journal
+            .open(tuple.local, tuple.remote, now.total_micros());
         if let Some(rec) = self.journal.get_mut(id) {
             rec.active = true;
         }
-        self.counters.connections += 1;
-        self.slots.push(Slot {
-            handle,
-            // Port 0: no accept queue owns it.
-            port: 0,
-            // Still CLOSED as far as the table knows: the next scan sees CLOSED ->
-            // SYN-SENT and puts it on our SYN.
-            state: tcp::State::Closed,
-            conn: Some(Conn {
-                id,
-                tuple,
-                opened: now,
-                time_wait_since: None,
-                closed_at: None,
-                session: Some(conversation(id, now)),
-                established: false,
-                reset_by_peer: false,
-            }),
-        });
+        let session = conversation(id, now);
+        let slot = self.new_conn(now, tuple, Opened::Active, Some(session), Some(id))?;
+        let mut conn = self.conns.take(slot).expect("just made");
+        let opened = conn.socket_mut().connect(
+            self.iface.context(),
+            (IpAddress::Ipv4(*remote.ip()), remote.port()),
+            tuple.local.port(),
+        );
+        self.conns.put(slot, conn);
+        if let Err(e) = opened {
+            return Err(NodeError::Connect(remote, e.to_string()));
+        }
+        self.turn(now, slot, Cause::App);
         Ok(id)
     }
 
     /// Where the connection `id` we opened stands.
     pub fn conn_status(&self, id: ConnId) -> Option<ConnStatus> {
-        if let Some(slot) = self
-            .slots
-            .iter()
-            .find(|s| s.conn.as_ref().is_some_and(|c| c.id == id))
-        {
-            return Some(ConnStatus::Open(slot.state));
+        if let Some(conn) = self.conns.find_id(id).and_then(|s| self.conns.get(s)) {
+            return Some(ConnStatus::Open(conn.state));
+        }
+        if self.time_wait.find_id(id).is_some() {
+            return Some(ConnStatus::Open(tcp::State::TimeWait));
         }
         self.ended
             .iter()
             .find(|(e, _)| *e == id)
             .map(|(_, ended)| ConnStatus::Ended(*ended))
+    }
+
+    pub(super) fn push_ended(&mut self, id: ConnId, ended: Ended) {
+        if self.ended.len() == MAX_ENDED {
+            self.ended.remove(0);
+        }
+        self.ended.push((id, ended));
     }
 }

@@ -1,43 +1,52 @@
-//! What the stack is configured to be, the bounds on each knob, and what it counts.
+//! What the node is configured to be, the bounds on each knob, and what it counts.
 
 use std::net::Ipv4Addr;
 
-use crate::clock::Clock;
-use crate::device::DeviceCounters;
-use crate::faults::FaultConfig;
 use crate::http::Limits;
 use crate::session::Timeouts;
 
 /// Bounds and defaults for the knobs, each with why.
 pub mod limits {
-    /// Linux's default `somaxconn` was 128 for decades; 16 is enough for a demo and small
-    /// enough that the accept queue filling up is easy to see.
-    pub const DEFAULT_BACKLOG: usize = 16;
-    pub const MAX_BACKLOG: usize = 4096;
-    /// Connections being served at once. Each socket holds its buffers for its whole
-    /// life, so with the TIME-WAIT bound below this bounds memory: 2 x 1024 x (64 KiB +
-    /// 256 KiB) = 640 MiB of address space at most, far less touched.
-    pub const DEFAULT_MAX_CONNS: usize = 1024;
-    pub const MAX_MAX_CONNS: usize = 65_536;
-    /// Sockets kept in TIME-WAIT (10 s in smoltcp). Past this the oldest is reclaimed
-    /// early, as Linux does past `tcp_max_tw_buckets`, so a burst of short connections
-    /// cannot hold the table or memory hostage.
-    pub const DEFAULT_MAX_TIME_WAIT: usize = 1024;
+    use std::time::Duration;
+
+    /// Established connections the application has not taken yet, per listening port:
+    /// Linux's `somaxconn` (4096 since Linux 5.4). A SYN that finds it full is dropped.
+    pub const DEFAULT_BACKLOG: usize = 4096;
+    pub const MAX_BACKLOG: usize = 65_536;
+    /// Half-open connections (SYN-RECEIVED) per listening port: Linux's
+    /// `tcp_max_syn_backlog` on this kind of machine. Past it, SYNs get cookies.
+    pub const DEFAULT_SYN_BACKLOG: usize = 2048;
+    pub const MAX_SYN_BACKLOG: usize = 65_536;
+    /// Connections being served at once. Idle ones hold a few pages each (the buffers
+    /// are lazily backed, see `node::buffers`), so this is a bound, not a budget.
+    pub const DEFAULT_MAX_CONNS: usize = 16_384;
+    pub const MAX_MAX_CONNS: usize = 262_144;
+    /// TIME-WAIT entries kept at once: Linux's `tcp_max_tw_buckets` here. Past it a
+    /// connection closes without TIME-WAIT, and the journey says so.
+    pub const DEFAULT_MAX_TIME_WAIT: usize = 131_072;
+    pub const MAX_MAX_TIME_WAIT: usize = 4_194_304;
+    /// 2 MSL: Linux's `TCP_TIMEWAIT_LEN` (RFC 9293 §3.4.2 suggests MSL = 2 minutes).
+    pub const DEFAULT_TIME_WAIT: Duration = Duration::from_secs(60);
+    pub const MAX_TIME_WAIT: Duration = Duration::from_secs(600);
     /// How long a connection we closed may take to finish closing (FIN-WAIT-1/2,
     /// CLOSING, LAST-ACK) before we reset it: Linux's `tcp_fin_timeout` default. A peer
     /// that never sends its FIN would otherwise hold a socket forever.
-    pub const FIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+    pub const FIN_TIMEOUT: Duration = Duration::from_secs(60);
     /// A peer silent this long while we have unacknowledged data is gone: smoltcp aborts.
-    pub const DEAD_PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+    pub const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(60);
     /// 64 KiB receive: a request head never needs more. One byte past what 16 bits can
     /// say, so smoltcp offers window scale 1 in the SYN-ACK (RFC 7323 §2.2).
     pub const DEFAULT_RX_BUF: usize = 64 * 1024;
-    /// 256 KiB send: about 4 ms at 500 MB/s, enough to keep a local link busy.
+    /// 256 KiB send: about 4 ms at 500 MB/s, enough to keep a local link busy. Only the
+    /// pages a response fills are ever resident.
     pub const DEFAULT_TX_BUF: usize = 256 * 1024;
     /// Below one full-size segment TCP cannot make progress; above 1 GiB (2^30) the
     /// window scale option (at most 14, RFC 7323 §2.3) cannot describe it.
     pub const MIN_BUF: usize = 1024;
     pub const MAX_BUF: usize = 1 << 30;
+    /// Challenge ACKs sent per second at most (RFC 5961 §7; Linux's old
+    /// `tcp_challenge_ack_limit` default): a blind attacker cannot make us a reflector.
+    pub const CHALLENGE_ACKS_PER_SEC: u32 = 1000;
 }
 
 /// Congestion control (`--cc`): smoltcp's controllers (RFC 5681 Reno, RFC 8312 CUBIC),
@@ -97,10 +106,12 @@ impl TcpKnobs {
     }
 }
 
-/// What the stack is configured to be.
+/// What the node is configured to be.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub addr: Ipv4Addr,
+    /// The link's MTU: our MSS is this minus 40 (IPv4 and TCP headers).
+    pub mtu: usize,
     pub prefix: u8,
     pub gateway: Ipv4Addr,
     /// Whether the stack listens at all: a client-only stack (`fetch`) does not.
@@ -112,9 +123,14 @@ pub struct Config {
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// Where rustls logs the session secrets (for the capture and `--keylog`).
     pub keylog: Option<std::sync::Arc<crate::tls::KeyLogLines>>,
+    /// Established connections not yet taken, per port (`--backlog`).
     pub backlog: usize,
+    /// Half-open connections per port before SYN cookies (`--syn-backlog`).
+    pub syn_backlog: usize,
     pub max_conns: usize,
     pub max_time_wait: usize,
+    /// How long TIME-WAIT lasts (`--time-wait`; 2 MSL).
+    pub time_wait: std::time::Duration,
     pub rx_buf: usize,
     pub tx_buf: usize,
     pub limits: Limits,
@@ -125,11 +141,10 @@ pub struct Config {
     pub dns_port: Option<u16>,
     /// The names the DNS responder answers with the stack's address.
     pub dns_names: Vec<String>,
-    /// The clock the stack reads: the wall clock, or the simulation's virtual one.
-    pub clock: Clock,
-    /// Faults injected between the capture and the stack.
-    pub faults: FaultConfig,
     pub knobs: TcpKnobs,
+    /// Explain packets in words (the capture's comments): what each segment is and what
+    /// it caused. Off when nothing records them, to save the formatting.
+    pub notes: bool,
 }
 
 impl Config {
@@ -145,6 +160,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             addr: Ipv4Addr::new(10, 77, 0, 2),
+            mtu: 1500,
             prefix: 24,
             gateway: Ipv4Addr::new(10, 77, 0, 1),
             listen: true,
@@ -153,8 +169,10 @@ impl Default for Config {
             tls: None,
             keylog: None,
             backlog: limits::DEFAULT_BACKLOG,
+            syn_backlog: limits::DEFAULT_SYN_BACKLOG,
             max_conns: limits::DEFAULT_MAX_CONNS,
             max_time_wait: limits::DEFAULT_MAX_TIME_WAIT,
+            time_wait: limits::DEFAULT_TIME_WAIT,
             rx_buf: limits::DEFAULT_RX_BUF,
             tx_buf: limits::DEFAULT_TX_BUF,
             limits: Limits::default(),
@@ -162,23 +180,48 @@ impl Default for Config {
             seed: 0,
             dns_port: Some(53),
             dns_names: vec!["synack.test".into()],
-            clock: Clock::Real,
-            faults: FaultConfig::default(),
             knobs: TcpKnobs::default(),
+            notes: true,
         }
     }
 }
 
-/// What the stack counted over its life.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+/// What the node counted over its life (`GET /stats`, the summary at exit).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
     pub connections: u64,
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    /// SYNs dropped because the accept queue was full.
     pub syn_dropped: u64,
-    pub time_wait_cut: u64,
-    pub dns_answered: u64,
-    pub dns_dropped: u64,
+    /// SYN-ACKs sent as cookies (the SYN queue was full) and cookies that came back valid.
+    pub syn_cookies_sent: u64,
+    pub syn_cookies_validated: u64,
+    /// ACKs to a listening port that carried no valid cookie (answered with RST).
+    pub syn_cookies_failed: u64,
+    /// Segments dropped: bad checksum, malformed, not for us, fragments given up.
+    pub dropped_checksum: u64,
+    pub dropped_malformed: u64,
+    pub dropped_not_for_us: u64,
+    pub fragments_reassembled: u64,
+    pub fragments_expired: u64,
+    /// Resets we sent for segments to closed ports (RFC 9293 §3.10.7.1).
+    pub resets_sent: u64,
+    /// RFC 5961: challenge ACKs sent, and those the rate limit held back.
+    pub challenge_acks: u64,
+    pub challenge_acks_limited: u64,
+    /// TIME-WAIT: entries made, skipped past `--max-time-wait`, ended by RST, taken
+    /// over by a new SYN, FINs acknowledged again.
+    pub time_wait_entered: u64,
+    pub time_wait_skipped: u64,
+    pub time_wait_reset: u64,
+    pub time_wait_reused: u64,
+    pub time_wait_fin_acked: u64,
     pub fin_timeouts: u64,
     pub aborted_streams: u64,
-    pub device: DeviceCounters,
-    pub device_errors: u64,
+    pub dns_answered: u64,
+    pub dns_dropped: u64,
+    pub icmp_echo: u64,
 }

@@ -8,6 +8,7 @@ use smoltcp::socket::udp;
 use smoltcp::time::Instant;
 
 use super::{Counters, endpoint_v4};
+
 use crate::dns::{self, Outcome, Zone};
 use crate::journey::{Journal, Stage, What};
 

@@ -1,0 +1,342 @@
+//! How connections come to be and reach the application: a socket of their own for each
+//! (buffers from the pools), the SYN queue and the accept queue of each listener, and the
+//! handshake rebuilt from a SYN cookie.
+
+use smoltcp::iface::SocketSet;
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant;
+use smoltcp::wire::{
+    IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+};
+
+use super::conn::{Conn, Opened, Queue, SeqTrack};
+use super::cookie::{Carried, interface_seed_for_isn};
+use super::device::{Discard, OnePacket};
+use super::turn::Cause;
+use super::{Node, NodeError, Scratch, interface};
+use crate::journey::{ConnId, Stage, What};
+use crate::observe::{FourTuple, Segment, Track};
+use crate::session::{Conversation, ServerSession};
+
+impl Node {
+    /// A connection with a fresh socket in its own set, in the table (not yet polled).
+    pub(super) fn new_conn(
+        &mut self,
+        now: Instant,
+        tuple: FourTuple,
+        opened_by: Opened,
+        session: Option<Box<dyn Conversation>>,
+        id: Option<ConnId>,
+    ) -> Result<u32, NodeError> {
+        let rx = self
+            .rx_pool
+            .take(self.cfg.rx_buf)
+            .ok_or(NodeError::NoMemory)?;
+        let Some(tx) = self.tx_pool.take(self.cfg.tx_buf) else {
+            self.rx_pool.put(rx);
+            return Err(NodeError::NoMemory);
+        };
+        // SAFETY: each region goes to this socket alone, and `remove_conn` drops the
+        // socket set before the regions go back to their pools.
+        let (rx_buf, tx_buf) = unsafe { (rx.lend(), tx.lend()) };
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(rx_buf),
+            tcp::SocketBuffer::new(tx_buf),
+        );
+        self.cfg.knobs.apply(&mut socket);
+        let mut set = SocketSet::new(Vec::with_capacity(1));
+        let handle = set.add(socket);
+        let id = id.unwrap_or_else(|| {
+            self.journal
+                .open(tuple.local, tuple.remote, now.total_micros())
+        });
+        self.counters.connections += 1;
+        let (slot, generation) = self.conns.reserve();
+        self.conns.put(
+            slot,
+            Conn {
+                id,
+                tuple,
+                generation,
+                set,
+                handle,
+                rx: Some(rx),
+                tx: Some(tx),
+                state: tcp::State::Closed,
+                opened_by,
+                queue: Queue::None,
+                session,
+                opened: now,
+                closed_at: None,
+                established: false,
+                reset_by_peer: false,
+                seq: SeqTrack::default(),
+                track: Track::default(),
+                scheduled: None,
+                note: String::new(),
+                peak_rx: 0,
+                peak_tx: 0,
+                counted_active: false,
+            },
+        );
+        Ok(slot)
+    }
+
+    /// A SYN that the queues admit: a listening socket of its own takes it. `isn`, if
+    /// given, is the ISN our SYN-ACK will carry (a SYN into TIME-WAIT).
+    pub(super) fn open_passive(
+        &mut self,
+        now: Instant,
+        port: u16,
+        packet: &[u8],
+        seg: Segment,
+        isn: Option<u32>,
+    ) -> Result<(), NodeError> {
+        let tuple = seg.tuple(crate::observe::Direction::In);
+        let slot = self.new_conn(now, tuple, Opened::Passive { port }, None, None)?;
+        let conn = self.conns.get_mut(slot).expect("just made");
+        conn.state = tcp::State::Listen;
+        if conn.socket_mut().listen(port).is_err() {
+            return Err(NodeError::Connect(tuple.remote, "cannot listen".into()));
+        }
+        let mut cause = Cause::packet(packet, seg);
+        cause.set_isn(isn);
+        self.turn(now, slot, cause);
+        Ok(())
+    }
+
+    /// Answers a SYN from the scratch listening socket, on an interface seeded so that
+    /// its SYN-ACK carries `isn`; nothing is kept.
+    pub(super) fn scratch_answer(
+        &mut self,
+        now: Instant,
+        l: usize,
+        packet: &[u8],
+        isn: u32,
+    ) -> Option<()> {
+        if self.scratch.is_none() {
+            // The same receive buffer size as every connection's: the window scale in
+            // the SYN-ACK comes from it.
+            let rx = self.rx_pool.take(self.cfg.rx_buf)?;
+            let tx = self.tx_pool.take(1024)?;
+            // SAFETY: the scratch socket owns these regions for the node's whole life:
+            // they are never put back in a pool.
+            let (rx_buf, tx_buf) = unsafe { (rx.lend(), tx.lend()) };
+            let mut socket = tcp::Socket::new(
+                tcp::SocketBuffer::new(rx_buf),
+                tcp::SocketBuffer::new(tx_buf),
+            );
+            self.cfg.knobs.apply(&mut socket);
+            let mut set = SocketSet::new(Vec::with_capacity(1));
+            let handle = set.add(socket);
+            self.scratch = Some(Scratch {
+                set,
+                handle,
+                _buffers: (rx, tx),
+            });
+        }
+        let port = self.listeners[l].port;
+        let mtu = self.cfg.mtu;
+        let Scratch { set, handle, .. } = self.scratch.as_mut()?;
+        let sock = set.get_mut::<tcp::Socket>(*handle);
+        sock.abort();
+        sock.listen(port).ok()?;
+        let mut iface = interface(&self.cfg, interface_seed_for_isn(isn), now);
+        let start = self.out.len();
+        iface.poll_ingress_single(now, &mut OnePacket::with(packet, &mut self.out, mtu), set);
+        while iface.poll_egress(now, &mut OnePacket::empty(&mut self.out, mtu), set)
+            != smoltcp::iface::PollResult::None
+        {}
+        set.get_mut::<tcp::Socket>(*handle).abort();
+        // The SYN-ACK is the cookie's: say so on it.
+        let notes = self.cfg.notes;
+        if let Some(out) = self.out.get_mut(start) {
+            debug_assert_eq!(Segment::parse(&out.data).map(|s| s.seq), Some(isn));
+            if notes {
+                super::append(
+                    &mut out.note,
+                    format_args!("SYN-ACK, handshake 2/3, ISN {isn} is a SYN cookie"),
+                );
+            }
+        }
+        Some(())
+    }
+
+    /// The ACK of a cookie's SYN-ACK: the connection is rebuilt as if its SYN had been
+    /// kept (a synthetic SYN with what the cookie carried, into a socket whose ISN is the
+    /// cookie), then the ACK completes the handshake.
+    pub(super) fn open_from_cookie(
+        &mut self,
+        now: Instant,
+        l: usize,
+        packet: &[u8],
+        ack: Segment,
+        carried: Carried,
+        cookie: u32,
+    ) -> Result<(), NodeError> {
+        let port = self.listeners[l].port;
+        let tuple = ack.tuple(crate::observe::Direction::In);
+        let slot = self.new_conn(now, tuple, Opened::Passive { port }, None, None)?;
+        let mtu = self.cfg.mtu;
+        let syn = synthetic_syn(&ack, carried);
+        let mut iface = interface(&self.cfg, interface_seed_for_isn(cookie), now);
+        let mut conn = self.conns.take(slot).expect("just made");
+        conn.state = tcp::State::Listen;
+        if conn.socket_mut().listen(port).is_err() {
+            self.conns.put(slot, conn);
+            return Err(NodeError::Connect(tuple.remote, "cannot listen".into()));
+        }
+        iface.poll_ingress_single(
+            now,
+            &mut Discard::with(&syn, &mut self.out, mtu),
+            &mut conn.set,
+        );
+        while iface.poll_egress(now, &mut Discard::empty(&mut self.out, mtu), &mut conn.set)
+            != smoltcp::iface::PollResult::None
+        {}
+        if let Some(s) = Segment::parse(&syn) {
+            conn.seq.received(&s);
+            conn.track.classify(crate::observe::Direction::In, &s);
+        }
+        // What the SYN-ACK said, as smoltcp wrote it: the window field and our scale.
+        conn.seq.snd_nxt = Some(cookie.wrapping_add(1));
+        conn.seq.our_wscale = if carried.window_scale.is_some() {
+            wscale_for(self.cfg.rx_buf)
+        } else {
+            0
+        };
+        conn.state = conn.socket().state();
+        conn.queue = Queue::Syn;
+        self.listeners[l].half_open += 1;
+        let id = conn.id;
+        self.journal.record(
+            Some(id),
+            now.total_micros(),
+            Stage::Connect,
+            What::CookieValidated {
+                remote: tuple.remote,
+                mss: carried.mss,
+                window_scale: carried.window_scale,
+                sack_permitted: carried.sack_permitted,
+            },
+        );
+        self.conns.put(slot, conn);
+        self.turn(now, slot, Cause::packet(packet, ack));
+        Ok(())
+    }
+
+    /// Hands an established connection to the application if there is room for it;
+    /// otherwise it waits in its listener's accept queue.
+    pub(super) fn offer_to_app(&mut self, now: Instant, slot: u32, conn: &mut Conn) {
+        let Opened::Passive { port } = conn.opened_by else {
+            return;
+        };
+        let Some(l) = self.listeners.iter().position(|l| l.port == port) else {
+            return;
+        };
+        if self.active < self.cfg.max_conns && self.listeners[l].accept.is_empty() {
+            self.accept(now, l, conn);
+        } else {
+            conn.queue = Queue::Accept;
+            self.listeners[l].accept.push_back((slot, conn.generation));
+        }
+    }
+
+    /// Gives the connection its conversation: the application has taken it.
+    fn accept(&mut self, now: Instant, l: usize, conn: &mut Conn) {
+        let waiting = self.listeners[l].accept.len();
+        conn.queue = Queue::None;
+        self.active += 1;
+        conn.counted_active = true;
+        let (limits, timeouts) = (self.cfg.limits, self.cfg.timeouts);
+        let session = match self.cfg.tls.as_ref().filter(|_| self.listeners[l].tls) {
+            Some(config) => ServerSession::with_tls(conn.id, limits, timeouts, now, config.clone()),
+            None => ServerSession::new(conn.id, limits, timeouts, now),
+        };
+        conn.session = Some(Box::new(session));
+        self.journal.record(
+            Some(conn.id),
+            now.total_micros(),
+            Stage::Connect,
+            What::Accepted {
+                queue_depth: waiting,
+                backlog: self.cfg.backlog,
+                active: self.active,
+            },
+        );
+    }
+
+    /// A place among the served connections is free: the oldest connection waiting in an
+    /// accept queue takes it.
+    pub(super) fn pop_accept(&mut self, now: Instant) {
+        while self.active < self.cfg.max_conns {
+            let Some((l, (slot, generation))) = self
+                .listeners
+                .iter_mut()
+                .enumerate()
+                .find_map(|(i, l)| Some((i, l.accept.pop_front()?)))
+            else {
+                return;
+            };
+            if self.conns.generation(slot) != generation {
+                continue;
+            }
+            let Some(mut conn) = self.conns.take(slot) else {
+                continue;
+            };
+            if conn.queue != Queue::Accept {
+                self.conns.put(slot, conn);
+                continue;
+            }
+            self.accept(now, l, &mut conn);
+            self.conns.put(slot, conn);
+            // The request may be in its buffer already.
+            self.turn(now, slot, Cause::App);
+        }
+    }
+}
+
+/// smoltcp's window scale for a receive buffer of `rx` bytes (RFC 7323 §2.2: the shift
+/// that makes the buffer fit in 16 bits), as `tcp::Socket::new` computes it.
+pub(super) fn wscale_for(rx: usize) -> u8 {
+    let log2 = usize::BITS as usize - rx.leading_zeros() as usize;
+    log2.saturating_sub(16) as u8
+}
+
+/// The SYN a cookie stands for: from the ACK's sender, with the ACK's sequence number
+/// minus one and the options the cookie carried.
+fn synthetic_syn(ack: &Segment, carried: Carried) -> Vec<u8> {
+    let tcp = TcpRepr {
+        src_port: ack.src.port(),
+        dst_port: ack.dst.port(),
+        control: TcpControl::Syn,
+        seq_number: TcpSeqNumber(ack.seq.wrapping_sub(1) as i32),
+        ack_number: None,
+        window_len: ack.window,
+        window_scale: carried.window_scale,
+        max_seg_size: Some(carried.mss),
+        sack_permitted: carried.sack_permitted,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    };
+    let ip = Ipv4Repr {
+        src_addr: *ack.src.ip(),
+        dst_addr: *ack.dst.ip(),
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut out = vec![0; ip.buffer_len() + tcp.buffer_len()];
+    let caps = smoltcp::phy::ChecksumCapabilities::default();
+    let mut packet = Ipv4Packet::new_unchecked(&mut out[..]);
+    ip.emit(&mut packet, &caps);
+    let mut segment = TcpPacket::new_unchecked(packet.payload_mut());
+    tcp.emit(
+        &mut segment,
+        &IpAddress::Ipv4(*ack.src.ip()),
+        &IpAddress::Ipv4(*ack.dst.ip()),
+        &caps,
+    );
+    out
+}

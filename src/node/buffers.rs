@@ -1,0 +1,213 @@
+//! Socket buffers from a pool of anonymous memory that goes back to the kernel when a
+//! connection closes.
+//!
+//! smoltcp wants each TCP socket's receive and send buffers up front, at their full size.
+//! Taken from the heap, a 256 KiB buffer is either a fresh `mmap` (a system call per
+//! connection) or a reused chunk that `calloc` zeroes in full, touching every page: 10,000
+//! idle keep-alive connections then hold ~3 GB. Here each buffer is a page-aligned region
+//! of anonymous memory. The kernel gives it pages only where bytes are written (a small
+//! request and response touch one page each: smoltcp's rings restart at their front
+//! whenever they empty), and when the connection closes `madvise(MADV_DONTNEED)` hands
+//! the touched pages back, so the resident size falls when a load ends. The regions
+//! themselves are kept for the next connection, which saves the `mmap`.
+
+use std::ptr::NonNull;
+
+/// Regions kept for reuse per size. Past it a freed region is unmapped; a burst of
+/// connections can grow the pool, but an idle server holds only address space.
+const MAX_SPARE: usize = 4096;
+
+/// Regions mapped at once when the pool is empty: one system call serves this many
+/// connections.
+const REGIONS_PER_MAP: usize = 16;
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as usize } else { 4096 }
+}
+
+/// A region of the pool. It is lent to one socket at a time; [`Pool::put`] takes it back
+/// once that socket is dropped.
+#[derive(Debug)]
+pub struct Region {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Region {
+    /// The region as a buffer for smoltcp.
+    ///
+    /// # Safety
+    /// The caller must hand the slice to exactly one owner and must not call
+    /// [`Pool::put`] with this region until that owner (and every borrow of the slice) is
+    /// gone.
+    pub unsafe fn lend(&self) -> &'static mut [u8] {
+        // SAFETY: the region is `len` mapped, readable and writable bytes that live until
+        // `Pool::put` unmaps or recycles them, which the caller promises comes after the
+        // borrow ends.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Bytes of this region that are resident (pages the kernel has given it), as
+    /// `mincore(2)` says.
+    pub fn resident(&self) -> usize {
+        let page = page_size();
+        let pages = self.len.div_ceil(page);
+        let mut vec = [0u8; 256];
+        let mut total = 0;
+        let mut done = 0;
+        while done < pages {
+            let n = (pages - done).min(vec.len());
+            // SAFETY: the range is inside our mapping and page-aligned; `vec` has room
+            // for one byte per page asked.
+            let rc = unsafe {
+                libc::mincore(
+                    self.ptr.as_ptr().add(done * page).cast(),
+                    n * page,
+                    vec.as_mut_ptr(),
+                )
+            };
+            if rc != 0 {
+                return 0;
+            }
+            total += vec[..n].iter().filter(|b| **b & 1 != 0).count();
+            done += n;
+        }
+        total * page
+    }
+}
+
+/// A pool of regions of one size.
+#[derive(Debug)]
+pub struct Pool {
+    size: usize,
+    spare: Vec<Region>,
+    mapped: usize,
+}
+
+// SAFETY: a Region is plain memory owned by whoever holds it; nothing in it refers to a
+// thread.
+unsafe impl Send for Region {}
+
+impl Pool {
+    /// A pool of `size`-byte regions (rounded up to whole pages).
+    pub fn new(size: usize) -> Self {
+        let page = page_size();
+        Pool {
+            size: size.div_ceil(page) * page,
+            spare: Vec::new(),
+            mapped: 0,
+        }
+    }
+
+    /// A region of the pool's size, or `None` if the kernel has no memory for it.
+    /// `want` (at most the pool's size) is how much of it the caller will use.
+    pub fn take(&mut self, want: usize) -> Option<Region> {
+        if self.spare.is_empty() {
+            self.map_more()?;
+        }
+        let mut region = self.spare.pop()?;
+        region.len = want.min(self.size);
+        Some(region)
+    }
+
+    fn map_more(&mut self) -> Option<()> {
+        let total = self.size * REGIONS_PER_MAP;
+        // SAFETY: an anonymous private mapping with no address hint has no preconditions.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                total,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return None;
+        }
+        let base = ptr.cast::<u8>();
+        for i in (0..REGIONS_PER_MAP).rev() {
+            // SAFETY: every region starts inside the mapping just made.
+            let p = unsafe { base.add(i * self.size) };
+            self.spare.push(Region {
+                ptr: NonNull::new(p)?,
+                len: self.size,
+            });
+        }
+        self.mapped += REGIONS_PER_MAP;
+        Some(())
+    }
+
+    /// Takes a region back: its pages go back to the kernel (the next owner finds it
+    /// zeroed), and the region waits for the next connection.
+    pub fn put(&mut self, region: Region) {
+        let start = region.ptr.as_ptr();
+        // SAFETY: the region is ours again (the caller dropped its borrower) and lies in
+        // a mapping of `self.size` bytes.
+        unsafe {
+            libc::madvise(start.cast(), self.size, libc::MADV_DONTNEED);
+        }
+        if self.spare.len() < MAX_SPARE {
+            self.spare.push(Region {
+                ptr: region.ptr,
+                len: self.size,
+            });
+        } else {
+            // SAFETY: unmapping part of a larger mapping is allowed; nobody uses it now.
+            unsafe {
+                libc::munmap(start.cast(), self.size);
+            }
+            self.mapped -= 1;
+        }
+    }
+
+    /// Regions mapped so far and not unmapped (in use or spare).
+    pub fn mapped(&self) -> usize {
+        self.mapped
+    }
+
+    pub fn region_size(&self) -> usize {
+        self.size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_are_resident_only_where_written_and_go_back_on_put() {
+        let mut pool = Pool::new(256 * 1024);
+        let region = pool.take(256 * 1024).unwrap();
+        assert_eq!(region.resident(), 0, "nothing written, nothing resident");
+        // SAFETY: one borrower, dropped before `put`.
+        let buf = unsafe { region.lend() };
+        buf[0] = 1;
+        buf[5000] = 2;
+        assert_eq!(region.resident(), 2 * page_size());
+        pool.put(region);
+        let again = pool.take(256 * 1024).unwrap();
+        assert_eq!(again.resident(), 0, "the pages went back to the kernel");
+        // SAFETY: as above.
+        let buf = unsafe { again.lend() };
+        assert!(buf.iter().all(|b| *b == 0), "a reused region is zeroed");
+        assert_eq!(pool.mapped(), REGIONS_PER_MAP);
+        pool.put(again);
+    }
+
+    #[test]
+    fn a_region_is_as_long_as_asked() {
+        let mut pool = Pool::new(10_000);
+        assert_eq!(pool.region_size() % page_size(), 0);
+        let r = pool.take(10_000).unwrap();
+        assert_eq!(r.len(), 10_000);
+        pool.put(r);
+    }
+}

@@ -1,0 +1,123 @@
+//! RFC 5961 in front of smoltcp: a RST or SYN that a blind attacker could have guessed
+//! does not end a connection. smoltcp closes on any RST in the window; RFC 5961 (and
+//! Linux) accept only one at exactly RCV.NXT and answer the rest with a challenge ACK.
+
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration, Instant};
+
+use super::conn::Conn;
+use super::wire::Bare;
+use crate::observe::Segment;
+
+/// What to do with a segment for an existing connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judgement {
+    /// smoltcp takes it.
+    Pass,
+    /// A challenge ACK answers it; smoltcp never sees it.
+    Challenge(&'static str),
+    /// Dropped; smoltcp never sees it.
+    Drop(&'static str),
+}
+
+pub fn judge(conn: &Conn, seg: &Segment) -> Judgement {
+    let sock = conn.socket();
+    let state = sock.state();
+    // SYN-SENT has its own rule (an acceptable RST acknowledges our SYN, RFC 9293
+    // §3.10.7.3), which smoltcp follows.
+    if matches!(
+        state,
+        tcp::State::SynSent | tcp::State::Listen | tcp::State::Closed
+    ) {
+        return Judgement::Pass;
+    }
+    let Some(rcv_nxt) = conn.seq.rcv_nxt(sock) else {
+        return Judgement::Pass;
+    };
+    if seg.rst {
+        // RFC 5961 §3.2: exactly RCV.NXT resets; elsewhere in the window, a challenge;
+        // outside it, nothing.
+        if seg.seq == rcv_nxt {
+            return Judgement::Pass;
+        }
+        let offset = seg.seq.wrapping_sub(rcv_nxt);
+        return if offset < conn.seq.rcv_wnd().max(1) {
+            Judgement::Challenge("RST in the window but not at RCV.NXT (RFC 5961 §3.2)")
+        } else {
+            Judgement::Drop("RST outside the window (RFC 5961 §3.2)")
+        };
+    }
+    if seg.syn {
+        // A retransmitted SYN while our SYN-ACK is out: smoltcp answers it again.
+        if state == tcp::State::SynReceived && !seg.ack_flag {
+            return Judgement::Pass;
+        }
+        // RFC 5961 §4.2: any SYN on a synchronized connection gets a challenge ACK.
+        return Judgement::Challenge("SYN on a synchronized connection (RFC 5961 §4.2)");
+    }
+    Judgement::Pass
+}
+
+/// `<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>` (RFC 5961 §3.2).
+pub fn challenge_ack(conn: &Conn) -> Bare {
+    Bare {
+        src: conn.tuple.local,
+        dst: conn.tuple.remote,
+        seq: conn.seq.snd_nxt.unwrap_or(0),
+        ack: conn.seq.rcv_nxt(conn.socket()),
+        rst: false,
+        window: conn.seq.last_window,
+    }
+}
+
+/// A token bucket: `per_sec` events a second, in bursts of as many.
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    per_sec: u32,
+    tokens: u32,
+    refilled: Option<Instant>,
+}
+
+impl RateLimit {
+    pub fn new(per_sec: u32) -> Self {
+        RateLimit {
+            per_sec,
+            tokens: per_sec,
+            refilled: None,
+        }
+    }
+
+    /// Whether one more is allowed now.
+    pub fn allow(&mut self, now: Instant) -> bool {
+        let last = *self.refilled.get_or_insert(now);
+        let elapsed = now - last;
+        if elapsed >= Duration::from_millis(1) {
+            let add = (elapsed.total_micros() * u64::from(self.per_sec) / 1_000_000) as u32;
+            if add > 0 {
+                self.tokens = (self.tokens + add).min(self.per_sec);
+                self.refilled = Some(now);
+            }
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_refills_at_its_rate() {
+        let mut r = RateLimit::new(10);
+        let t0 = Instant::from_secs(5);
+        assert_eq!((0..20).filter(|_| r.allow(t0)).count(), 10);
+        assert!(!r.allow(t0 + Duration::from_millis(50)));
+        assert!(r.allow(t0 + Duration::from_millis(100)));
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!((0..20).filter(|_| r.allow(later)).count(), 10);
+    }
+}

@@ -1,0 +1,215 @@
+//! Everything that is not a TCP connection: UDP (the DNS responder and the DNS client),
+//! ICMP (smoltcp answers echo requests), and fragments waiting for their datagram.
+
+use std::net::Ipv4Addr;
+
+use etherparse::{Icmpv4Type, IpNumber, Ipv4Slice};
+use smoltcp::time::Instant;
+
+use super::device::OnePacket;
+use super::fragments::Offered;
+use super::{Node, append};
+
+impl Node {
+    /// A datagram that is not TCP: into the node's other sockets.
+    pub(super) fn misc_in(&mut self, now: Instant, packet: &[u8]) {
+        if self.cfg.notes {
+            self.describe_misc_in(packet);
+        }
+        self.unreachable_resolver(packet);
+        let mtu = self.cfg.mtu;
+        let first_out = self.out.len();
+        self.iface.poll_ingress_single(
+            now,
+            &mut OnePacket::with(packet, &mut self.out, mtu),
+            &mut self.misc,
+        );
+        if self.out.len() > first_out && is_echo_request(packet) {
+            self.counters.icmp_echo += 1;
+        }
+        self.misc_turn_from(now, first_out);
+    }
+
+    /// The DNS sockets' turn (a datagram came, or their timer fired).
+    pub(super) fn misc_turn(&mut self, now: Instant) {
+        let first_out = self.out.len();
+        self.misc_turn_from(now, first_out);
+    }
+
+    fn misc_turn_from(&mut self, now: Instant, first_out: usize) {
+        let mtu = self.cfg.mtu;
+        if let Some(resolver) = self.resolver.as_mut() {
+            resolver.serve(&mut self.misc, now, &mut self.journal, &mut self.counters);
+        }
+        while self.iface.poll_egress(
+            now,
+            &mut OnePacket::empty(&mut self.out, mtu),
+            &mut self.misc,
+        ) != smoltcp::iface::PollResult::None
+        {}
+        // After egress: smoltcp's DNS socket gives up while sending its last retry.
+        self.poll_lookups(now);
+        if self.cfg.notes {
+            let dns_port = self.cfg.dns_port;
+            for i in first_out..self.out.len() {
+                if let Some(out) = self.out.get_mut(i) {
+                    describe_out(&out.data, dns_port, &mut out.note);
+                }
+            }
+        }
+        self.reassembly.expire(now);
+        let next = [
+            self.iface.poll_at(now, &self.misc),
+            self.reassembly.next_expiry(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|t| t.max(now + smoltcp::time::Duration::from_micros(100)));
+        self.schedule_misc(next);
+    }
+
+    /// A fragment: held until its datagram is whole, then handled as one packet.
+    pub(super) fn fragment_in(&mut self, now: Instant, packet: &[u8]) {
+        let id = u16::from_be_bytes([packet[4], packet[5]]);
+        match self.reassembly.offer(now, packet) {
+            Offered::Held { fragments, offset } => {
+                self.note_in(format_args!(
+                    "IPv4 fragment (id {id}, offset {offset}): held until the datagram is whole ({fragments} so far)"
+                ));
+                let next = self.reassembly.next_expiry();
+                self.schedule_misc(next);
+            }
+            Offered::Complete { fragments, bytes } => {
+                self.counters.fragments_reassembled += 1;
+                self.note_in(format_args!(
+                    "IPv4 fragment (id {id}): completes a datagram of {bytes} B from {fragments} fragments"
+                ));
+                let whole = self.reassembly.datagram().to_vec();
+                self.dispatch(now, &whole);
+            }
+            Offered::Dropped(why) => {
+                self.counters.dropped_malformed += 1;
+                self.note_in(format_args!("IPv4 fragment dropped: {why}"));
+            }
+        }
+    }
+
+    fn describe_misc_in(&mut self, packet: &[u8]) {
+        let Ok(ip) = Ipv4Slice::from_slice(packet) else {
+            return;
+        };
+        let payload = ip.payload().payload;
+        match ip.payload_ip_number() {
+            IpNumber::UDP => {
+                let Ok(udp) = etherparse::UdpSlice::from_slice(payload) else {
+                    append(&mut self.in_note, format_args!("malformed UDP"));
+                    return;
+                };
+                if Some(udp.destination_port()) == self.cfg.dns_port || udp.source_port() == 53 {
+                    let text = crate::dns::describe(udp.payload());
+                    append(&mut self.in_note, format_args!("{text}"));
+                } else {
+                    append(
+                        &mut self.in_note,
+                        format_args!(
+                            "UDP to port {}: nothing listens (ICMP port unreachable)",
+                            udp.destination_port()
+                        ),
+                    );
+                }
+            }
+            IpNumber::ICMP => {
+                if let Ok(icmp) = etherparse::Icmpv4Slice::from_slice(payload) {
+                    let text = icmp_text(icmp.icmp_type());
+                    append(&mut self.in_note, format_args!("{text}"));
+                }
+            }
+            other => append(
+                &mut self.in_note,
+                format_args!("IP protocol {}: not spoken here", other.0),
+            ),
+        }
+    }
+
+    /// An ICMP port unreachable quoting our DNS query: the resolver is not there, and the
+    /// lookup fails now rather than after its retries (RFC 1122 §4.1.3.3).
+    fn unreachable_resolver(&mut self, packet: &[u8]) {
+        let Some(server) = self.lookups.as_ref().map(|l| l.server()) else {
+            return;
+        };
+        let Some(quoted) = port_unreachable_quote(packet) else {
+            return;
+        };
+        if quoted == (server, 53) {
+            self.fail_lookups(super::LookupError::Unreachable(server));
+        }
+    }
+}
+
+fn is_echo_request(packet: &[u8]) -> bool {
+    Ipv4Slice::from_slice(packet).is_ok_and(|ip| {
+        ip.payload_ip_number() == IpNumber::ICMP
+            && etherparse::Icmpv4Slice::from_slice(ip.payload().payload)
+                .is_ok_and(|i| matches!(i.icmp_type(), Icmpv4Type::EchoRequest(_)))
+    })
+}
+
+/// The destination (address, UDP port) an ICMP port-unreachable message quotes.
+fn port_unreachable_quote(packet: &[u8]) -> Option<(Ipv4Addr, u16)> {
+    let ip = Ipv4Slice::from_slice(packet).ok()?;
+    if ip.payload_ip_number() != IpNumber::ICMP {
+        return None;
+    }
+    let icmp = etherparse::Icmpv4Slice::from_slice(ip.payload().payload).ok()?;
+    let Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port) =
+        icmp.icmp_type()
+    else {
+        return None;
+    };
+    let quoted = icmp.payload();
+    let inner = etherparse::Ipv4HeaderSlice::from_slice(quoted).ok()?;
+    if inner.protocol() != IpNumber::UDP {
+        return None;
+    }
+    let udp = quoted.get(inner.slice().len()..inner.slice().len() + 4)?;
+    Some((
+        inner.destination_addr(),
+        u16::from_be_bytes([udp[2], udp[3]]),
+    ))
+}
+
+fn icmp_text(t: Icmpv4Type) -> String {
+    match t {
+        Icmpv4Type::EchoRequest(e) => format!("ping: echo request, id {}, seq {}", e.id, e.seq),
+        Icmpv4Type::EchoReply(e) => format!("ping: echo reply, id {}, seq {}", e.id, e.seq),
+        Icmpv4Type::DestinationUnreachable(d) => format!("ICMP destination unreachable: {d:?}"),
+        Icmpv4Type::TimeExceeded(_) => "ICMP time exceeded".into(),
+        other => format!("ICMP {other:?}"),
+    }
+}
+
+/// Words for a datagram the node's other sockets sent.
+fn describe_out(packet: &[u8], dns_port: Option<u16>, note: &mut String) {
+    let Ok(ip) = Ipv4Slice::from_slice(packet) else {
+        return;
+    };
+    let payload = ip.payload().payload;
+    match ip.payload_ip_number() {
+        IpNumber::UDP => {
+            if let Ok(udp) = etherparse::UdpSlice::from_slice(payload)
+                && (Some(udp.source_port()) == dns_port || udp.destination_port() == 53)
+            {
+                let text = crate::dns::describe(udp.payload());
+                append(note, format_args!("{text}"));
+            }
+        }
+        IpNumber::ICMP => {
+            if let Ok(icmp) = etherparse::Icmpv4Slice::from_slice(payload) {
+                let text = icmp_text(icmp.icmp_type());
+                append(note, format_args!("{text}"));
+            }
+        }
+        _ => {}
+    }
+}

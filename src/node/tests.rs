@@ -1,0 +1,676 @@
+//! The node against a scripted peer, on a virtual clock, without root: each test feeds
+//! segments built with etherparse and reads what the node answers with etherparse too
+//! (smoltcp wrote it; an independent parser checks it), as smoltcp's own TCP tests do.
+
+use std::net::SocketAddrV4;
+
+use etherparse::{PacketBuilder, TcpOptionElement};
+use smoltcp::time::{Duration, Instant};
+
+use super::*;
+use crate::observe::Segment;
+
+const SERVER: &str = "10.77.0.2:80";
+
+fn addr(s: &str) -> SocketAddrV4 {
+    s.parse().unwrap()
+}
+
+/// A segment from `src` to `dst`. `flags`: S F R P A (ACK when `ack` is given).
+fn tcp(
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    seq: u32,
+    ack: Option<u32>,
+    flags: &str,
+    payload: &[u8],
+    options: &[TcpOptionElement],
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ipv4(src.ip().octets(), dst.ip().octets(), 64).tcp(
+        src.port(),
+        dst.port(),
+        seq,
+        64_000,
+    );
+    if flags.contains('S') {
+        b = b.syn();
+    }
+    if flags.contains('F') {
+        b = b.fin();
+    }
+    if flags.contains('R') {
+        b = b.rst();
+    }
+    if flags.contains('P') {
+        b = b.psh();
+    }
+    if flags.contains('U') {
+        b = b.urg(0);
+    }
+    if let Some(a) = ack {
+        b = b.ack(a);
+    }
+    if !options.is_empty() {
+        b = b.options(options).unwrap();
+    }
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+fn syn_options() -> Vec<TcpOptionElement> {
+    vec![
+        TcpOptionElement::MaximumSegmentSize(1460),
+        TcpOptionElement::WindowScale(7),
+        TcpOptionElement::SelectiveAcknowledgementPermitted,
+    ]
+}
+
+/// A packet the node sent, read back.
+#[derive(Debug, Clone)]
+struct Sent {
+    seg: Option<Segment>,
+    note: String,
+}
+
+impl Sent {
+    fn seg(&self) -> Segment {
+        self.seg.expect("a TCP segment")
+    }
+}
+
+struct Harness {
+    node: Node,
+    now: Instant,
+    in_note: String,
+}
+
+impl Harness {
+    fn new(f: impl FnOnce(&mut Config)) -> Self {
+        let mut cfg = Config {
+            dns_port: None,
+            seed: 7,
+            ..Config::default()
+        };
+        f(&mut cfg);
+        let now = crate::clock::VIRTUAL_EPOCH;
+        let node = Node::new(
+            cfg,
+            crate::app::App::default(),
+            Journal::keeping("server"),
+            now,
+        )
+        .unwrap();
+        Harness {
+            node,
+            now,
+            in_note: String::new(),
+        }
+    }
+
+    fn send(&mut self, packet: &[u8]) -> Vec<Sent> {
+        self.node.handle_packet(self.now, packet);
+        self.in_note = self.node.inbound_note().to_owned();
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Vec<Sent> {
+        std::iter::from_fn(|| {
+            let out = self.node.next_transmit()?;
+            let sent = Sent {
+                seg: Segment::parse(&out.data),
+                note: out.note.clone(),
+            };
+            self.node.recycle(out);
+            Some(sent)
+        })
+        .collect()
+    }
+
+    /// Moves time on by `d`, running every timer on the way.
+    fn advance(&mut self, d: Duration) -> Vec<Sent> {
+        let end = self.now + d;
+        let mut sent = Vec::new();
+        while let Some(t) = self.node.poll_timeout().filter(|t| *t <= end) {
+            self.now = t.max(self.now);
+            self.node.handle_timeout(self.now);
+            sent.extend(self.drain());
+        }
+        self.now = end;
+        sent
+    }
+
+    /// A client at `client` connects: SYN, SYN-ACK, ACK. Returns our next sequence
+    /// number and the server's.
+    fn connect(&mut self, client: SocketAddrV4, isn: u32) -> (u32, u32) {
+        let server = addr(SERVER);
+        let reply = self.send(&tcp(client, server, isn, None, "S", &[], &syn_options()));
+        assert_eq!(reply.len(), 1, "{reply:?} ({})", self.in_note);
+        let synack = reply[0].seg();
+        assert!(synack.syn && synack.ack_flag);
+        assert_eq!(synack.ack, isn.wrapping_add(1));
+        let (seq, ack) = (isn.wrapping_add(1), synack.seq.wrapping_add(1));
+        let none = self.send(&tcp(client, server, seq, Some(ack), "A", &[], &[]));
+        assert!(none.is_empty(), "{none:?}");
+        (seq, ack)
+    }
+}
+
+fn get(host: &str, close: bool) -> Vec<u8> {
+    format!(
+        "GET / HTTP/1.1\r\nHost: {host}\r\n{}\r\n",
+        if close { "Connection: close\r\n" } else { "" }
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_syn_is_answered_and_the_handshake_noted_on_each_packet() {
+    let mut h = Harness::new(|_| {});
+    let client = addr("10.77.0.1:40000");
+    let reply = h.send(&tcp(
+        client,
+        addr(SERVER),
+        1000,
+        None,
+        "S",
+        &[],
+        &syn_options(),
+    ));
+    assert!(
+        h.in_note.contains("SYN, handshake 1/3, ISN 1000"),
+        "{}",
+        h.in_note
+    );
+    assert!(
+        h.in_note
+            .contains("LISTEN -> SYN-RECEIVED (SYN queue 1/2048)"),
+        "{}",
+        h.in_note
+    );
+    let synack = reply[0].seg();
+    assert!(
+        reply[0].note.contains("SYN-ACK, handshake 2/3"),
+        "{}",
+        reply[0].note
+    );
+    assert_eq!(
+        synack.options.window_scale,
+        Some(1),
+        "64 KiB needs a scale of 1"
+    );
+    let ack = tcp(
+        client,
+        addr(SERVER),
+        1001,
+        Some(synack.seq + 1),
+        "A",
+        &[],
+        &[],
+    );
+    assert!(h.send(&ack).is_empty());
+    assert!(h.in_note.contains("handshake 3/3"), "{}", h.in_note);
+    assert!(
+        h.in_note.contains("SYN-RECEIVED -> ESTABLISHED"),
+        "{}",
+        h.in_note
+    );
+    assert_eq!(h.node.active(), 1, "the server took it");
+}
+
+#[test]
+fn a_request_is_served_and_acked_in_the_same_turn() {
+    let mut h = Harness::new(|_| {});
+    let client = addr("10.77.0.1:40001");
+    let (seq, ack) = h.connect(client, 5000);
+    let req = get("x", false);
+    let reply = h.send(&tcp(client, addr(SERVER), seq, Some(ack), "PA", &req, &[]));
+    let data: u32 = reply.iter().map(|s| s.seg().payload_len).sum();
+    assert!(data > 1000, "the page went out at once: {reply:?}");
+    assert_eq!(
+        reply[0].seg().ack,
+        seq + req.len() as u32,
+        "and it ACKs the request"
+    );
+}
+
+#[test]
+fn a_full_accept_queue_drops_syns_and_a_retransmission_gets_in_later() {
+    let mut h = Harness::new(|c| {
+        c.backlog = 1;
+        c.max_conns = 1;
+        c.timeouts.idle = std::time::Duration::from_secs(5);
+    });
+    let server = addr(SERVER);
+    // One served, one established and waiting: the accept queue is full.
+    h.connect(addr("10.77.0.1:41000"), 100);
+    h.connect(addr("10.77.0.1:41001"), 200);
+    let late = addr("10.77.0.1:41002");
+    let syn = tcp(late, server, 300, None, "S", &[], &syn_options());
+    assert!(h.send(&syn).is_empty(), "dropped, never refused");
+    assert!(
+        h.in_note.contains("accept queue full (1/1)"),
+        "{}",
+        h.in_note
+    );
+    assert_eq!(h.node.counters().syn_dropped, 1);
+    // The served one idles out (408 and close): the waiting one is taken, room again.
+    h.advance(Duration::from_secs(6));
+    let reply = h.send(&syn);
+    assert_eq!(reply.len(), 1, "the retransmitted SYN is answered");
+    assert!(reply[0].seg().syn && reply[0].seg().ack_flag);
+}
+
+#[test]
+fn a_half_open_flood_gets_cookies_and_a_real_client_still_connects() {
+    let mut h = Harness::new(|c| c.syn_backlog = 16);
+    let server = addr(SERVER);
+    for i in 0..1000u16 {
+        let spoofed = SocketAddrV4::new("10.77.0.50".parse().unwrap(), 1024 + i);
+        let reply = h.send(&tcp(
+            spoofed,
+            server,
+            u32::from(i) * 7,
+            None,
+            "S",
+            &[],
+            &syn_options(),
+        ));
+        assert_eq!(reply.len(), 1, "every SYN gets a SYN-ACK");
+    }
+    assert_eq!(
+        h.node.connections().0,
+        16,
+        "only the SYN queue's worth is kept"
+    );
+    assert_eq!(h.node.counters().syn_cookies_sent, 984);
+    // A real client: its SYN gets a cookie, its ACK returns it, it is served.
+    let client = addr("10.77.0.1:42000");
+    let reply = h.send(&tcp(client, server, 9000, None, "S", &[], &syn_options()));
+    assert!(h.in_note.contains("SYN cookie"), "{}", h.in_note);
+    assert!(
+        reply[0].note.contains("is a SYN cookie"),
+        "{}",
+        reply[0].note
+    );
+    let synack = reply[0].seg();
+    assert_eq!(
+        synack.options.window_scale,
+        Some(1),
+        "the cookie SYN-ACK is smoltcp's own"
+    );
+    let ack = synack.seq.wrapping_add(1);
+    let req = get("x", false);
+    let reply = h.send(&tcp(client, server, 9001, Some(ack), "PA", &req, &[]));
+    assert!(h.in_note.contains("valid SYN cookie"), "{}", h.in_note);
+    assert_eq!(h.node.counters().syn_cookies_validated, 1);
+    let body: u32 = reply.iter().map(|s| s.seg().payload_len).sum();
+    assert!(body > 1000, "the request was served: {reply:?}");
+    assert!(
+        reply
+            .iter()
+            .all(|s| s.seg().seq.wrapping_sub(ack) < 1 << 20),
+        "in the cookie's sequence space"
+    );
+    // A forged cookie gets a RST, as a stray ACK would.
+    let forged = h.send(&tcp(
+        addr("10.77.0.1:42001"),
+        server,
+        1,
+        Some(12345),
+        "A",
+        &[],
+        &[],
+    ));
+    assert!(forged[0].seg().rst);
+    assert_eq!(h.node.counters().syn_cookies_failed, 1);
+}
+
+/// A connection the server closes first (`Connection: close`), up to our ACK of its
+/// FIN and our own FIN: the server is in TIME-WAIT. Returns (client seq, server seq).
+fn close_from_server(h: &mut Harness, client: SocketAddrV4, isn: u32) -> (u32, u32) {
+    let server = addr(SERVER);
+    let (seq, ack) = h.connect(client, isn);
+    let req = get("x", true);
+    let reply = h.send(&tcp(client, server, seq, Some(ack), "PA", &req, &[]));
+    let seq = seq + req.len() as u32;
+    let fin = reply
+        .iter()
+        .map(Sent::seg)
+        .find(|s| s.fin)
+        .expect("the server's FIN");
+    assert!(
+        reply
+            .iter()
+            .any(|s| s.note.contains("ESTABLISHED -> FIN-WAIT-1")),
+        "{reply:?}"
+    );
+    let server_end = fin.seq + fin.payload_len + 1;
+    // Our ACK of everything and our FIN.
+    let reply = h.send(&tcp(client, server, seq, Some(server_end), "FA", &[], &[]));
+    assert!(h.in_note.contains("TIME-WAIT"), "{}", h.in_note);
+    let last = reply.last().expect("the server ACKs our FIN").seg();
+    assert_eq!(last.ack, seq + 1);
+    (seq + 1, server_end)
+}
+
+#[test]
+fn time_wait_reacks_a_fin_restarts_and_expires_after_60_s() {
+    let mut h = Harness::new(|_| {});
+    let client = addr("10.77.0.1:43000");
+    let (seq, server_end) = close_from_server(&mut h, client, 1000);
+    assert_eq!(
+        h.node.connections(),
+        (0, 1),
+        "the socket is gone; an entry stays"
+    );
+    h.advance(Duration::from_secs(30));
+    // Our FIN again: the entry ACKs it and restarts.
+    let reply = h.send(&tcp(
+        client,
+        addr(SERVER),
+        seq - 1,
+        Some(server_end),
+        "FA",
+        &[],
+        &[],
+    ));
+    assert_eq!(reply.len(), 1);
+    assert_eq!((reply[0].seg().seq, reply[0].seg().ack), (server_end, seq));
+    assert!(
+        h.in_note.contains("ACKed again, timer restarted"),
+        "{}",
+        h.in_note
+    );
+    h.advance(Duration::from_secs(59));
+    assert_eq!(
+        h.node.connections().1,
+        1,
+        "restarted at 30 s: still there at 89 s"
+    );
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.node.connections().1, 0, "gone at 91 s");
+    let kept = h.node.journal_mut().take_kept();
+    let events: Vec<_> = kept.events().map(|e| format!("{:?}", e.what)).collect();
+    assert!(
+        events.iter().any(|e| e.contains("TimeWaitFinAgain")),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("TimeWaitEnded") && e.contains("expired")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_newer_syn_into_time_wait_opens_a_new_connection_beyond_the_old_one() {
+    let mut h = Harness::new(|_| {});
+    let client = addr("10.77.0.1:43001");
+    let (seq, server_end) = close_from_server(&mut h, client, 1000);
+    let reply = h.send(&tcp(
+        client,
+        addr(SERVER),
+        seq + 100_000,
+        None,
+        "S",
+        &[],
+        &syn_options(),
+    ));
+    assert!(h.in_note.contains("RFC 6191"), "{}", h.in_note);
+    let synack = reply[0].seg();
+    assert!(synack.syn && synack.ack_flag);
+    assert_eq!(
+        synack.seq,
+        server_end.wrapping_add(65_537),
+        "the ISN Linux would pick"
+    );
+    // An old SYN (below the old connection's end) only gets the entry's ACK.
+    let client2 = addr("10.77.0.1:43002");
+    let (seq2, _) = close_from_server(&mut h, client2, 5000);
+    let reply = h.send(&tcp(
+        client2,
+        addr(SERVER),
+        seq2 - 10,
+        None,
+        "S",
+        &[],
+        &syn_options(),
+    ));
+    assert!(
+        !reply[0].seg().syn,
+        "no new connection for an old SYN: {reply:?}"
+    );
+}
+
+#[test]
+fn a_rst_in_the_window_ends_time_wait_and_the_cap_skips_it() {
+    let mut h = Harness::new(|c| c.max_time_wait = 1);
+    let client = addr("10.77.0.1:43003");
+    let (seq, _) = close_from_server(&mut h, client, 1000);
+    assert!(
+        h.send(&tcp(client, addr(SERVER), seq, None, "R", &[], &[]))
+            .is_empty()
+    );
+    assert_eq!(h.node.connections().1, 0);
+    assert_eq!(h.node.counters().time_wait_reset, 1);
+    close_from_server(&mut h, addr("10.77.0.1:43004"), 1000);
+    close_from_server(&mut h, addr("10.77.0.1:43005"), 1000);
+    assert!(h.in_note.contains("TIME-WAIT skipped"), "{}", h.in_note);
+    assert_eq!(h.node.connections().1, 1, "the cap holds");
+    assert_eq!(h.node.counters().time_wait_skipped, 1);
+}
+
+#[test]
+fn rfc_5961_challenges_a_blind_rst_and_syn_and_takes_the_exact_rst() {
+    let mut h = Harness::new(|_| {});
+    let client = addr("10.77.0.1:44000");
+    let server = addr(SERVER);
+    let (seq, ack) = h.connect(client, 1000);
+    // In the window, not at RCV.NXT: a challenge ACK, the connection lives.
+    let reply = h.send(&tcp(client, server, seq + 100, None, "R", &[], &[]));
+    assert_eq!(reply.len(), 1, "{}", h.in_note);
+    let c = reply[0].seg();
+    assert!(!c.rst && c.ack_flag);
+    assert_eq!((c.seq, c.ack), (ack, seq), "<SEQ=SND.NXT><ACK=RCV.NXT>");
+    assert!(reply[0].note.contains("challenge ACK"), "{}", reply[0].note);
+    assert_eq!(h.node.active(), 1);
+    // A SYN on the synchronized connection: a challenge too.
+    let reply = h.send(&tcp(client, server, 77, None, "S", &[], &syn_options()));
+    assert!(reply[0].seg().ack_flag && !reply[0].seg().syn);
+    assert!(h.in_note.contains("RFC 5961 §4.2"), "{}", h.in_note);
+    // Outside the window: nothing.
+    assert!(
+        h.send(&tcp(client, server, seq + 10_000_000, None, "R", &[], &[]))
+            .is_empty()
+    );
+    // Exactly at RCV.NXT: the connection is reset.
+    h.send(&tcp(client, server, seq, None, "R", &[], &[]));
+    assert_eq!(h.node.active(), 0);
+    assert_eq!(h.node.connections().0, 0);
+    assert_eq!(h.node.counters().challenge_acks, 2);
+}
+
+#[test]
+fn challenge_acks_are_rate_limited() {
+    let mut h = Harness::new(|_| {});
+    let client = addr("10.77.0.1:44001");
+    let (seq, _) = h.connect(client, 1000);
+    let mut sent = 0;
+    for i in 0..3000 {
+        sent += h
+            .send(&tcp(
+                client,
+                addr(SERVER),
+                seq + 1 + i % 100,
+                None,
+                "R",
+                &[],
+                &[],
+            ))
+            .len();
+    }
+    assert_eq!(sent, limits::CHALLENGE_ACKS_PER_SEC as usize);
+    assert_eq!(h.node.counters().challenge_acks_limited, 2000);
+    assert_eq!(h.node.active(), 1, "none of them reset it");
+}
+
+#[test]
+fn every_second_full_segment_is_acked_at_once() {
+    let mut h = Harness::new(|_| {});
+    let client = addr("10.77.0.1:45000");
+    let server = addr(SERVER);
+    let (mut seq, ack) = h.connect(client, 1000);
+    let body = vec![b'x'; 20 * 1460];
+    let head = format!(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    h.send(&tcp(
+        client,
+        server,
+        seq,
+        Some(ack),
+        "PA",
+        head.as_bytes(),
+        &[],
+    ));
+    seq += head.len() as u32;
+    let mut acks = 0;
+    for chunk in body.chunks(1460) {
+        let reply = h.send(&tcp(client, server, seq, Some(ack), "A", chunk, &[]));
+        seq += chunk.len() as u32;
+        acks += reply.iter().filter(|s| s.seg().ack_flag).count();
+    }
+    assert!(
+        acks >= 10,
+        "{acks} ACKs for 20 full segments (RFC 5681 §4.2: at least every second)"
+    );
+}
+
+#[test]
+fn a_peer_that_never_finishes_closing_is_reset_after_the_fin_timeout() {
+    let mut h = Harness::new(|_| {});
+    let client = addr("10.77.0.1:46000");
+    let (seq, ack) = h.connect(client, 1000);
+    let req = get("x", true);
+    let reply = h.send(&tcp(client, addr(SERVER), seq, Some(ack), "PA", &req, &[]));
+    assert!(reply.iter().any(|s| s.seg().fin));
+    // The peer goes silent: smoltcp retransmits, and after 60 s the FIN timeout resets.
+    let later = h.advance(Duration::from_secs(61));
+    let rst = later.iter().find(|s| s.seg().rst).expect("a RST");
+    assert!(
+        rst.note.contains("tcp_fin_timeout") || h.node.counters().fin_timeouts == 1,
+        "{later:?}"
+    );
+    assert_eq!(h.node.connections(), (0, 0));
+}
+
+#[test]
+fn closed_ports_answer_every_segment_as_rfc_9293_says() {
+    let mut h = Harness::new(|_| {});
+    let client = addr("10.77.0.1:47000");
+    let closed = addr("10.77.0.2:81");
+    for (flags, seq, len, ack) in [
+        ("", 100, 0, 100),
+        ("FPU", 100, 0, 101),
+        ("P", 100, 5, 105),
+        ("SF", 100, 0, 102),
+        ("S", 7, 0, 8),
+    ] {
+        let payload = vec![0u8; len];
+        let reply = h.send(&tcp(client, closed, seq, None, flags, &payload, &[]));
+        let rst = reply[0].seg();
+        assert!(rst.rst && rst.ack_flag, "{flags:?}");
+        assert_eq!((rst.seq, rst.ack), (0, ack), "{flags:?}");
+    }
+    let reply = h.send(&tcp(client, closed, 5, Some(99), "A", &[], &[]));
+    assert_eq!(
+        (
+            reply[0].seg().seq,
+            reply[0].seg().rst,
+            reply[0].seg().ack_flag
+        ),
+        (99, true, false)
+    );
+    assert!(
+        h.send(&tcp(client, closed, 5, None, "R", &[], &[]))
+            .is_empty()
+    );
+    assert_eq!(h.node.counters().resets_sent, 6);
+}
+
+#[test]
+fn ping_is_answered_and_fragments_are_put_back_together() {
+    let mut h = Harness::new(|_| {});
+    let mut ping = Vec::new();
+    PacketBuilder::ipv4([10, 77, 0, 1], [10, 77, 0, 2], 64)
+        .icmpv4_echo_request(9, 1)
+        .write(&mut ping, &[0xab; 56])
+        .unwrap();
+    let reply = h.send(&ping);
+    assert_eq!(reply.len(), 1, "{}", h.in_note);
+    assert!(reply[0].note.contains("echo reply"), "{}", reply[0].note);
+    assert!(
+        h.in_note.contains("echo request, id 9, seq 1"),
+        "{}",
+        h.in_note
+    );
+    // A 3000-byte echo request in three fragments, last first.
+    let mut big = Vec::new();
+    PacketBuilder::ipv4([10, 77, 0, 1], [10, 77, 0, 2], 64)
+        .icmpv4_echo_request(9, 2)
+        .write(&mut big, &[0xcd; 2972])
+        .unwrap();
+    let payload = &big[20..];
+    let mut frags: Vec<Vec<u8>> = payload
+        .chunks(1480)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut p = big[..20].to_vec();
+            let more = (i + 1) * 1480 < payload.len();
+            let total = (20 + chunk.len()) as u16;
+            p[2..4].copy_from_slice(&total.to_be_bytes());
+            let fo = (i * 1480 / 8) as u16 | if more { 0x2000 } else { 0 };
+            p[6..8].copy_from_slice(&fo.to_be_bytes());
+            p[10..12].copy_from_slice(&[0, 0]);
+            p.extend_from_slice(chunk);
+            p
+        })
+        .collect();
+    frags.reverse();
+    assert!(h.send(&frags[0]).is_empty());
+    assert!(
+        h.in_note.contains("held until the datagram is whole"),
+        "{}",
+        h.in_note
+    );
+    assert!(h.send(&frags[1]).is_empty());
+    let reply = h.send(&frags[2]);
+    assert!(
+        h.in_note
+            .contains("completes a datagram of 3000 B from 3 fragments"),
+        "{}",
+        h.in_note
+    );
+    assert!(
+        !reply.is_empty(),
+        "the reassembled ping is answered (in fragments)"
+    );
+    assert_eq!(h.node.counters().fragments_reassembled, 1);
+}
+
+#[test]
+fn the_seeded_interface_draws_the_isn_we_chose() {
+    // A SYN into TIME-WAIT and every cookie rely on it: smoltcp 0.14's generator.
+    let mut h = Harness::new(|_| {});
+    let client = addr("10.77.0.1:48000");
+    let isn = 0x1234_5678;
+    let syn = tcp(client, addr(SERVER), 1, None, "S", &[], &syn_options());
+    h.node
+        .open_passive(h.now, 80, &syn, Segment::parse(&syn).unwrap(), Some(isn))
+        .unwrap();
+    let reply = h.drain();
+    assert_eq!(reply[0].seg().seq, isn);
+}

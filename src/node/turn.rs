@@ -1,0 +1,469 @@
+//! One connection's turn, whatever woke it (a packet, a timer, the application): its
+//! packet into smoltcp, its transitions recorded, its conversation served, its egress
+//! right after (so every burst of segments is ACKed as it arrives: RFC 5681 §4.2), its
+//! timer set, and a connection that is over leaves the table, or becomes a TIME-WAIT
+//! entry. Nothing here touches another connection.
+
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration, Instant};
+
+use super::conn::{Conn, Opened, Queue};
+use super::cookie::interface_seed_for_isn;
+use super::device::OnePacket;
+use super::drive::{Drive, drive};
+use super::record::{self, Attach, TimeWaitEnd};
+use super::time_wait::Entry;
+use super::timers::Owner;
+use super::wire::Bare;
+use super::{Ended, Node, interface, limits, state_name};
+use crate::journey::{Stage, What};
+use crate::observe::{Direction, Segment};
+
+/// What woke a connection.
+pub(super) enum Cause<'a> {
+    Packet {
+        packet: &'a [u8],
+        seg: Segment,
+        /// The ISN its SYN-ACK must carry, if the node chose one.
+        isn: Option<u32>,
+    },
+    Timer,
+    /// The application acted (opened it, took it off the accept queue).
+    App,
+    /// The node is stopping: the connection was aborted, its RST goes out.
+    Shutdown,
+}
+
+impl<'a> Cause<'a> {
+    pub(super) fn packet(packet: &'a [u8], seg: Segment) -> Self {
+        Cause::Packet {
+            packet,
+            seg,
+            isn: None,
+        }
+    }
+
+    pub(super) fn set_isn(&mut self, to: Option<u32>) {
+        if let Cause::Packet { isn, .. } = self {
+            *isn = to;
+        }
+    }
+}
+
+/// A deadline at or before now that smoltcp still reports after its egress is done
+/// would wake the loop at once, forever: wait at least this long instead.
+const MIN_WAKE: Duration = Duration::from_micros(100);
+
+impl Node {
+    pub(super) fn turn(&mut self, now: Instant, slot: u32, cause: Cause<'_>) {
+        let Some(mut conn) = self.conns.take(slot) else {
+            return;
+        };
+        let mtu = self.cfg.mtu;
+        let first_out = self.out.len();
+        let timer = matches!(cause, Cause::Timer);
+        let shutdown = matches!(cause, Cause::Shutdown);
+        if let Cause::Packet { packet, seg, isn } = cause {
+            let role = conn.track.classify(Direction::In, &seg);
+            conn.seq.received(&seg);
+            let mut dev = OnePacket::with(packet, &mut self.out, mtu);
+            match isn {
+                // smoltcp draws the ISN while it takes the SYN: from an interface seeded
+                // to draw the one we chose.
+                Some(isn) => {
+                    let mut iface = interface(&self.cfg, interface_seed_for_isn(isn), now);
+                    iface.poll_ingress_single(now, &mut dev, &mut conn.set);
+                }
+                None => {
+                    self.iface.poll_ingress_single(now, &mut dev, &mut conn.set);
+                }
+            }
+            record::observed_in(
+                &mut self.journal,
+                &mut self.in_note,
+                self.cfg.notes,
+                now,
+                &conn,
+                &seg,
+                role,
+            );
+            if role == crate::observe::Role::Rst && conn.socket().state() == tcp::State::Closed {
+                conn.reset_by_peer = true;
+            }
+            self.scan(now, slot, &mut conn, Attach::Inbound);
+        }
+        if timer {
+            self.expire(now, &mut conn);
+        }
+        if !shutdown {
+            self.serve(now, &mut conn);
+        }
+        self.scan(now, slot, &mut conn, Attach::NextOut);
+        while self.iface.poll_egress(
+            now,
+            &mut OnePacket::empty(&mut self.out, mtu),
+            &mut conn.set,
+        ) != smoltcp::iface::PollResult::None
+        {}
+        for i in first_out..self.out.len() {
+            let Some(out) = self.out.get_mut(i) else {
+                break;
+            };
+            let Some(seg) = Segment::parse(&out.data) else {
+                continue;
+            };
+            if seg.tuple(Direction::Out) != conn.tuple {
+                continue;
+            }
+            let role = conn.track.classify(Direction::Out, &seg);
+            conn.seq.sent(&seg);
+            record::observed_out(
+                &mut self.journal,
+                &mut out.note,
+                self.cfg.notes,
+                now,
+                &mut conn,
+                &seg,
+                role,
+            );
+        }
+        // Transitions seen now were caused by timers (retransmissions given up) or by
+        // our own segments: the journal has them.
+        self.scan(now, slot, &mut conn, Attach::Journal);
+        self.settle(now, slot, conn);
+    }
+
+    /// Moves bytes between the connection's socket and its conversation.
+    fn serve(&mut self, now: Instant, conn: &mut Conn) {
+        // Until the handshake is done there is nothing to move (a RST in SYN-SENT is a
+        // refusal, not the end of a response).
+        if conn.session.is_none() || !conn.established {
+            return;
+        }
+        self.app.set_stats(self.stats());
+        let Conn {
+            set,
+            handle,
+            session,
+            seq,
+            peak_rx,
+            peak_tx,
+            ..
+        } = conn;
+        let (Some(session), sock) = (session.as_mut(), set.get_mut::<tcp::Socket>(*handle)) else {
+            return;
+        };
+        *peak_rx = (*peak_rx).max(sock.recv_queue());
+        let result = drive(
+            sock,
+            session.as_mut(),
+            now,
+            &self.app,
+            &mut self.journal,
+            &mut seq.read,
+        );
+        *peak_tx = (*peak_tx).max(sock.send_queue());
+        if result == Drive::Aborted {
+            self.counters.aborted_streams += 1;
+        }
+    }
+
+    /// A timer fired: the session's time-outs and the FIN timeout.
+    fn expire(&mut self, now: Instant, conn: &mut Conn) {
+        if let Some(session) = conn.session.as_mut()
+            && session.deadline().is_some_and(|d| d <= now)
+        {
+            session.poll_timeout(now, &mut self.journal);
+        }
+        let closing = matches!(
+            conn.state,
+            tcp::State::FinWait1 | tcp::State::FinWait2 | tcp::State::Closing | tcp::State::LastAck
+        );
+        let expired = conn
+            .closed_at
+            .is_some_and(|t| now - t >= super::dur(limits::FIN_TIMEOUT));
+        if closing && expired {
+            conn.closed_at = None;
+            self.counters.fin_timeouts += 1;
+            let state = state_name(conn.state);
+            let secs = limits::FIN_TIMEOUT.as_secs();
+            self.journal.record(
+                Some(conn.id),
+                now.total_micros(),
+                Stage::Close,
+                What::FinTimeout { state, secs },
+            );
+            if self.cfg.notes {
+                super::append(
+                    &mut conn.note,
+                    format_args!("reset: still {state} {secs} s after our FIN (tcp_fin_timeout)"),
+                );
+            }
+            conn.socket_mut().abort();
+        }
+    }
+
+    /// Compares the socket's state with the last one seen: records the transition, moves
+    /// the connection between its listener's queues, and says it on the right packet.
+    fn scan(&mut self, now: Instant, slot: u32, conn: &mut Conn, attach: Attach) {
+        let (new, old) = (conn.socket().state(), conn.state);
+        if new == old {
+            return;
+        }
+        conn.state = new;
+        let port = match conn.opened_by {
+            Opened::Passive { port } => Some(port),
+            Opened::Active => None,
+        };
+        let listener = port.and_then(|p| self.listeners.iter().position(|l| l.port == p));
+        if old == tcp::State::Listen
+            && new == tcp::State::SynReceived
+            && let Some(l) = listener
+        {
+            self.listeners[l].half_open += 1;
+            conn.queue = Queue::Syn;
+        }
+        if conn.queue == Queue::Syn && new != tcp::State::SynReceived {
+            conn.queue = Queue::None;
+            if let Some(l) = listener {
+                self.listeners[l].half_open -= 1;
+            }
+        }
+        if matches!(new, tcp::State::Established | tcp::State::CloseWait) {
+            conn.established = true;
+        }
+        if conn.counted_active && !matches!(new, tcp::State::Established | tcp::State::CloseWait) {
+            conn.counted_active = false;
+            self.active -= 1;
+        }
+        if matches!(new, tcp::State::FinWait1 | tcp::State::LastAck) {
+            conn.closed_at = Some(now);
+        }
+        let (from, to) = (state_name(old), state_name(new));
+        let stage = match new {
+            tcp::State::SynSent | tcp::State::SynReceived | tcp::State::Established
+                if old != tcp::State::CloseWait =>
+            {
+                Stage::Connect
+            }
+            _ => Stage::Close,
+        };
+        self.journal.record(
+            Some(conn.id),
+            now.total_micros(),
+            stage,
+            What::State { from, to },
+        );
+        if self.cfg.notes {
+            let queue = match (new, listener) {
+                (tcp::State::SynReceived, Some(l)) => format!(
+                    " (SYN queue {}/{})",
+                    self.listeners[l].half_open, self.cfg.syn_backlog
+                ),
+                _ => String::new(),
+            };
+            let target = match attach {
+                Attach::Inbound => Some(&mut self.in_note),
+                Attach::NextOut => Some(&mut conn.note),
+                Attach::Journal => None,
+            };
+            if let Some(note) = target {
+                super::append(note, format_args!("our side: {from} -> {to}{queue}"));
+            }
+        }
+        // The handshake is complete: the application may take it.
+        if old == tcp::State::SynReceived
+            && matches!(new, tcp::State::Established | tcp::State::CloseWait)
+        {
+            self.offer_to_app(now, slot, conn);
+        }
+    }
+
+    /// After the turn: the connection goes back in the table with its timer, or leaves it.
+    fn settle(&mut self, now: Instant, slot: u32, conn: Conn) {
+        match conn.state {
+            tcp::State::TimeWait => self.enter_time_wait(now, slot, conn),
+            tcp::State::Closed | tcp::State::Listen => self.remove_conn(now, slot, conn, None),
+            _ => {
+                let smoltcp = self.iface.poll_at(now, &conn.set);
+                let session = conn.session.as_ref().and_then(|s| s.deadline());
+                let fin = conn.closed_at.map(|t| t + super::dur(limits::FIN_TIMEOUT));
+                let next = [smoltcp, session, fin]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .map(|t| t.max(now + MIN_WAKE));
+                self.conns.put(slot, conn);
+                self.schedule_conn(slot, next);
+            }
+        }
+        if self.active < self.cfg.max_conns && self.listeners.iter().any(|l| !l.accept.is_empty()) {
+            self.pop_accept(now);
+        }
+    }
+
+    /// The connection is over: its journey ends, its socket and buffers are given back.
+    /// `time_wait`: it goes on as a TIME-WAIT entry for that many seconds.
+    fn remove_conn(&mut self, now: Instant, slot: u32, mut conn: Conn, time_wait: Option<u64>) {
+        if conn.counted_active {
+            conn.counted_active = false;
+            self.active -= 1;
+        }
+        if conn.queue == Queue::Syn
+            && let Opened::Passive { port } = conn.opened_by
+            && let Some(l) = self.listeners.iter_mut().find(|l| l.port == port)
+        {
+            l.half_open -= 1;
+        }
+        if conn.opened_by == Opened::Active && time_wait.is_none() {
+            self.push_ended(
+                conn.id,
+                Ended {
+                    established: conn.established,
+                    reset_by_peer: conn.reset_by_peer,
+                    time_wait: false,
+                },
+            );
+        }
+        let rx_capacity = conn.rx.as_ref().map_or(0, |r| r.len());
+        let tx_capacity = conn.tx.as_ref().map_or(0, |r| r.len());
+        let resident = conn.rx.as_ref().map_or(0, |r| r.resident())
+            + conn.tx.as_ref().map_or(0, |r| r.resident());
+        record::closed(
+            &mut self.journal,
+            now,
+            &conn,
+            record::Held {
+                rx_capacity,
+                tx_capacity,
+                resident,
+            },
+            time_wait,
+        );
+        self.conns.free(slot, &conn.tuple);
+        let (rx, tx) = (conn.rx.take(), conn.tx.take());
+        // The socket (which borrows the buffers) goes first, then the buffers go back.
+        drop(conn);
+        if let Some(rx) = rx {
+            self.rx_pool.put(rx);
+        }
+        if let Some(tx) = tx {
+            self.tx_pool.put(tx);
+        }
+    }
+
+    /// Our side reached TIME-WAIT: the socket goes, a compact entry stays (or none, past
+    /// `--max-time-wait`).
+    fn enter_time_wait(&mut self, now: Instant, slot: u32, conn: Conn) {
+        let rcv_nxt = conn.seq.rcv_nxt(conn.socket()).unwrap_or(0);
+        let snd_nxt = conn.seq.snd_nxt.unwrap_or(0);
+        let window = conn.seq.last_window;
+        if conn.seq.last_ack != Some(rcv_nxt) {
+            // smoltcp would send this ACK after its delay; the socket goes now, and Linux
+            // ACKs a FIN at once anyway.
+            let ack = Bare {
+                src: conn.tuple.local,
+                dst: conn.tuple.remote,
+                seq: snd_nxt,
+                ack: Some(rcv_nxt),
+                rst: false,
+                window,
+            };
+            let notes = self.cfg.notes;
+            let out = self.out.push_built(|buf| ack.emit(buf));
+            if notes {
+                super::append(
+                    &mut out.note,
+                    format_args!("ACK of the peer's FIN: our side is in TIME-WAIT"),
+                );
+            }
+        }
+        let limit = self.cfg.max_time_wait;
+        if self.time_wait.len() >= limit {
+            self.counters.time_wait_skipped += 1;
+            self.journal.record(
+                Some(conn.id),
+                now.total_micros(),
+                Stage::Close,
+                What::TimeWaitSkipped { limit },
+            );
+            self.note_in(format_args!(
+                "TIME-WAIT skipped: {limit} entries in use (--max-time-wait, Linux's tcp_max_tw_buckets)"
+            ));
+            return self.remove_conn(now, slot, conn, None);
+        }
+        let length = self.cfg.time_wait;
+        let expires = now + super::dur(length);
+        let (tw, generation) = self.time_wait.insert(Entry {
+            tuple: conn.tuple,
+            snd_nxt,
+            rcv_nxt,
+            window,
+            expires,
+            entered: now,
+            conn: conn.id,
+            active: conn.opened_by == Opened::Active,
+            generation: 0,
+            scheduled: None,
+        });
+        let owner = Owner::TimeWait {
+            slot: tw,
+            generation,
+        };
+        let scheduled = self.timers.schedule(owner, expires, None);
+        if let Some(e) = self.time_wait.get_mut(tw) {
+            e.scheduled = Some(scheduled);
+        }
+        self.counters.time_wait_entered += 1;
+        self.remove_conn(now, slot, conn, Some(length.as_secs()));
+    }
+
+    /// A TIME-WAIT entry's timer fired.
+    pub(super) fn time_wait_timer(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        generation: u32,
+        at: Instant,
+    ) {
+        let Some(entry) = self.time_wait.get_mut(slot) else {
+            return;
+        };
+        if entry.generation != generation || entry.scheduled != Some(at) {
+            return;
+        }
+        entry.scheduled = None;
+        if entry.expires <= now {
+            self.end_time_wait(now, slot, TimeWaitEnd::Expired);
+        } else {
+            let (expires, owner) = (entry.expires, Owner::TimeWait { slot, generation });
+            let scheduled = self.timers.schedule(owner, expires, None);
+            if let Some(e) = self.time_wait.get_mut(slot) {
+                e.scheduled = Some(scheduled);
+            }
+        }
+    }
+
+    /// A TIME-WAIT entry ends: it expired, a RST or a new SYN ended it, or the node stops.
+    pub(super) fn end_time_wait(&mut self, now: Instant, slot: u32, why: TimeWaitEnd) {
+        let Some(entry) = self.time_wait.remove(slot) else {
+            return;
+        };
+        match why {
+            TimeWaitEnd::Reset => self.counters.time_wait_reset += 1,
+            TimeWaitEnd::NewSyn => self.counters.time_wait_reused += 1,
+            TimeWaitEnd::Expired | TimeWaitEnd::Shutdown => {}
+        }
+        record::time_wait_ended(&mut self.journal, now, &entry, why);
+        if entry.active {
+            self.push_ended(
+                entry.conn,
+                Ended {
+                    established: true,
+                    reset_by_peer: why == TimeWaitEnd::Reset,
+                    time_wait: true,
+                },
+            );
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! What the node writes itself, in front of smoltcp: resets for closed ports, ACKs from
+//! TIME-WAIT and challenge ACKs, and the TCP checksum check before a SYN costs anything.
+//!
+//! Built with smoltcp's wire types (they are the node's own representation); the
+//! observer that comments and checks the result reads it back with etherparse.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+};
+
+use crate::observe::Segment;
+
+/// The TTL of segments we build (Linux's default `ip_default_ttl`).
+const TTL: u8 = 64;
+
+/// A segment with no options or payload: a RST or a bare ACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bare {
+    pub src: SocketAddrV4,
+    pub dst: SocketAddrV4,
+    pub seq: u32,
+    /// `Some` sets the ACK flag.
+    pub ack: Option<u32>,
+    pub rst: bool,
+    pub window: u16,
+}
+
+impl Bare {
+    /// Writes the IPv4 packet into `out` (cleared first).
+    pub fn emit(&self, out: &mut Vec<u8>) {
+        let tcp = TcpRepr {
+            src_port: self.src.port(),
+            dst_port: self.dst.port(),
+            control: if self.rst {
+                TcpControl::Rst
+            } else {
+                TcpControl::None
+            },
+            seq_number: TcpSeqNumber(self.seq as i32),
+            ack_number: self.ack.map(|a| TcpSeqNumber(a as i32)),
+            window_len: self.window,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let ip = Ipv4Repr {
+            src_addr: *self.src.ip(),
+            dst_addr: *self.dst.ip(),
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: TTL,
+        };
+        out.clear();
+        out.resize(ip.buffer_len() + tcp.buffer_len(), 0);
+        let caps = ChecksumCapabilities::default();
+        let mut packet = Ipv4Packet::new_unchecked(&mut out[..]);
+        ip.emit(&mut packet, &caps);
+        // RFC 6864 §4.1: an atomic datagram (DF set) may carry ID 0, as Linux's do.
+        packet.set_dont_frag(true);
+        packet.set_ident(0);
+        packet.fill_checksum();
+        let mut segment = TcpPacket::new_unchecked(packet.payload_mut());
+        tcp.emit(
+            &mut segment,
+            &IpAddress::Ipv4(*self.src.ip()),
+            &IpAddress::Ipv4(*self.dst.ip()),
+            &caps,
+        );
+    }
+}
+
+/// The answer of a port with nothing behind it (RFC 9293 §3.10.7.1): to a segment with
+/// ACK, `<SEQ=SEG.ACK><CTL=RST>`; to one without, `<SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>`,
+/// where SEG.LEN counts SYN and FIN. A RST is never answered.
+pub fn reset_for(seg: &Segment) -> Option<Bare> {
+    if seg.rst {
+        return None;
+    }
+    let (seq, ack) = if seg.ack_flag {
+        (seg.ack, None)
+    } else {
+        (0, Some(seg.seq.wrapping_add(seg.seq_len())))
+    };
+    Some(Bare {
+        src: seg.dst,
+        dst: seg.src,
+        seq,
+        ack,
+        rst: true,
+        window: 0,
+    })
+}
+
+/// Whether the TCP checksum of `packet` (an IPv4 packet carrying TCP, already parsed as
+/// `seg`) is right. Checked before a SYN allocates anything: a corrupted SYN must not
+/// take a place in the SYN queue.
+pub fn tcp_checksum_ok(packet: &[u8]) -> bool {
+    let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+        return false;
+    };
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
+        return false;
+    };
+    tcp.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst))
+}
+
+/// The IPv4 destination of a packet, if it is IPv4 with a whole header.
+pub fn ipv4_destination(packet: &[u8]) -> Option<Ipv4Addr> {
+    Ipv4Packet::new_checked(packet).ok().map(|p| p.dst_addr())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(flags: &str, seq: u32, ack: u32, len: u32) -> Segment {
+        Segment {
+            src: "10.77.0.1:40000".parse().unwrap(),
+            dst: "10.77.0.2:81".parse().unwrap(),
+            seq,
+            ack,
+            syn: flags.contains('S'),
+            ack_flag: flags.contains('.'),
+            fin: flags.contains('F'),
+            rst: flags.contains('R'),
+            psh: flags.contains('P'),
+            window: 100,
+            payload_len: len,
+            options: Default::default(),
+        }
+    }
+
+    #[test]
+    fn closed_ports_answer_as_rfc_9293_says() {
+        // With ACK: <SEQ=SEG.ACK><CTL=RST>.
+        let r = reset_for(&seg(".", 5, 77, 10)).unwrap();
+        assert_eq!((r.seq, r.ack, r.rst), (77, None, true));
+        // Without: <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>; SYN and FIN count one each.
+        for (flags, len, ack) in [("S", 0, 101), ("", 0, 100), ("FPU", 0, 101), ("SF", 5, 107)] {
+            let r = reset_for(&seg(flags, 100, 0, len)).unwrap();
+            assert_eq!((r.seq, r.ack), (0, Some(ack)), "{flags:?}");
+        }
+        assert_eq!(
+            reset_for(&seg("R", 1, 0, 0)),
+            None,
+            "a RST is never answered"
+        );
+    }
+
+    #[test]
+    fn built_segments_read_back_with_the_independent_parser() {
+        let bare = Bare {
+            src: "10.77.0.2:80".parse().unwrap(),
+            dst: "10.77.0.1:40000".parse().unwrap(),
+            seq: 1234,
+            ack: Some(5678),
+            rst: true,
+            window: 0,
+        };
+        let mut out = Vec::new();
+        bare.emit(&mut out);
+        assert!(tcp_checksum_ok(&out));
+        let s = Segment::parse(&out).unwrap();
+        assert_eq!((s.src, s.dst), (bare.src, bare.dst));
+        assert_eq!(
+            (s.seq, s.ack, s.rst, s.ack_flag, s.syn),
+            (1234, 5678, true, true, false)
+        );
+        out[30] ^= 1;
+        assert!(!tcp_checksum_ok(&out), "a flipped bit is caught");
+    }
+}
