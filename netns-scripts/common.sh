@@ -5,6 +5,8 @@ SYNACK_NS=${SYNACK_NS:-synack}
 SYNACK_TUN=${SYNACK_TUN:-tun0}
 SYNACK_KERNEL_ADDR=${SYNACK_KERNEL_ADDR:-10.77.0.1/24}
 SYNACK_STACK_ADDR=${SYNACK_STACK_ADDR:-10.77.0.2/24}
+# The TUN device's queue toward synack (see up.sh).
+SYNACK_TXQUEUELEN=${SYNACK_TXQUEUELEN:-10000}
 
 die() { echo "$(basename "$0"): $*" >&2; exit 1; }
 

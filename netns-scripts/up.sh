@@ -38,6 +38,11 @@ if ! in_ns ip link show "$SYNACK_TUN" >/dev/null 2>&1; then
   in_ns ip tuntap add dev "$SYNACK_TUN" mode tun
 fi
 in_ns ip addr replace "$SYNACK_KERNEL_ADDR" dev "$SYNACK_TUN"
+# The kernel's queue of packets waiting for synack to read them. At TUN's default of 500,
+# a burst of thousands of new connections (wrk -c 4000) overflows it and the kernel drops
+# SYNs and requests (`ip -s link` counts them as TX dropped), which then wait out
+# retransmission timeouts. A NIC has rings of a few thousand; 10000 absorbs such a burst.
+in_ns ip link set "$SYNACK_TUN" txqueuelen "$SYNACK_TXQUEUELEN"
 [ -z "$mtu" ] || in_ns ip link set "$SYNACK_TUN" mtu "$mtu"
 in_ns ip link set "$SYNACK_TUN" up
 echo "namespace $SYNACK_NS: $SYNACK_TUN $(in_ns ip -4 -br addr show "$SYNACK_TUN" | awk '{print $3}') mtu $(in_ns cat /sys/class/net/"$SYNACK_TUN"/mtu)"

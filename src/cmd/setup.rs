@@ -55,6 +55,24 @@ pub fn open_tun(link: &LinkArgs) -> anyhow::Result<(TunDevice, Ipv4Addr)> {
             tun.name(),
             link.addr.prefix
         );
+    } else if let Some((kernel, prefix)) = tun.kernel_side() {
+        // An existing device: the kernel routes to us only inside its own subnet.
+        let net = |a: Ipv4Addr, p: u8| u32::from(a) & (u32::MAX << (32 - u32::from(p.max(1))));
+        if net(link.addr.addr, prefix) != net(kernel, prefix) {
+            bail!(
+                "{}'s kernel side is {kernel}/{prefix}, and --addr {} is outside that subnet: the kernel would never send it a packet; give an --addr inside {}/{prefix} (or remake the device with netns-scripts/up.sh -a)",
+                tun.name(),
+                link.addr.addr,
+                Ipv4Addr::from(net(kernel, prefix))
+            );
+        }
+        if kernel == link.addr.addr {
+            bail!(
+                "--addr {} is {}'s kernel side: give the stack another address in the subnet (usually the .2)",
+                link.addr.addr,
+                tun.name()
+            );
+        }
     }
     Ok((tun, gateway))
 }

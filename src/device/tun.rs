@@ -132,6 +132,21 @@ impl TunDevice {
         Ok(())
     }
 
+    /// The kernel side's IPv4 address and prefix length, if the device has one.
+    pub fn kernel_side(&self) -> Option<(Ipv4Addr, u8)> {
+        let addr = with_ifreq(self.name(), |fd, req| {
+            ioctl(fd, libc::SIOCGIFADDR, req)?;
+            Ok(sockaddr_v4(req))
+        })
+        .ok()?;
+        let mask = with_ifreq(self.name(), |fd, req| {
+            ioctl(fd, libc::SIOCGIFNETMASK, req)?;
+            Ok(sockaddr_v4(req))
+        })
+        .ok()?;
+        Some((addr, u32::from(mask).count_ones() as u8))
+    }
+
     /// Gives the kernel side of a device we created an address and brings it up, so that
     /// `synack serve --tun tunX` works on its own. An existing device is left as it is.
     pub fn configure_kernel_side(&self, addr: Ipv4Addr, prefix: u8) -> Result<(), TunError> {
@@ -315,6 +330,14 @@ fn sockaddr_in(addr: Ipv4Addr) -> libc::sockaddr {
     };
     // SAFETY: sockaddr_in and sockaddr have the same size; this is how the C API is used.
     unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+/// The IPv4 address an SIOCGIF* ioctl left in the request.
+fn sockaddr_v4(req: &libc::ifreq) -> Ipv4Addr {
+    // SAFETY: the address ioctls fill ifru_addr with a sockaddr_in for AF_INET.
+    let sin: libc::sockaddr_in =
+        unsafe { std::mem::transmute::<libc::sockaddr, libc::sockaddr_in>(req.ifr_ifru.ifru_addr) };
+    Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))
 }
 
 fn set_if_addr(name: &str, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {

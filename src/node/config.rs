@@ -79,7 +79,10 @@ pub struct TcpKnobs {
 impl Default for TcpKnobs {
     fn default() -> Self {
         TcpKnobs {
-            nagle: true,
+            // Off, as servers that write whole responses run (nginx's tcp_nodelay) and as
+            // curl does: with it on, a response of two segments waits for the client's
+            // delayed ACK (~40 ms) before its second, short segment leaves.
+            nagle: false,
             // smoltcp's default, and the order of what Linux does (40 ms minimum).
             ack_delay: Some(std::time::Duration::from_millis(10)),
             keepalive: None,

@@ -674,3 +674,19 @@ fn the_seeded_interface_draws_the_isn_we_chose() {
     let reply = h.drain();
     assert_eq!(reply[0].seg().seq, isn);
 }
+
+#[test]
+fn nagle_is_off_by_default_so_a_two_segment_response_leaves_whole() {
+    for (nagle, segments) in [(false, 2), (true, 1)] {
+        let mut h = Harness::new(|c| c.knobs.nagle = nagle);
+        let client = addr("10.77.0.1:49000");
+        let (seq, ack) = h.connect(client, 1000);
+        let req = b"GET /bytes/2000 HTTP/1.1\r\nHost: x\r\n\r\n";
+        let reply = h.send(&tcp(client, addr(SERVER), seq, Some(ack), "PA", req, &[]));
+        let data = reply.iter().filter(|s| s.seg().payload_len > 0).count();
+        assert_eq!(
+            data, segments,
+            "nagle {nagle}: with it on, the short second segment waits for the ACK of the first"
+        );
+    }
+}
