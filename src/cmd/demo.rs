@@ -168,7 +168,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
     if let Some(summary) = &outcome.capture {
         eprintln!(
             "synack demo: {summary}{}",
-            if args.http || !complete {
+            if args.http || !complete || summary.files.len() > 1 {
                 ""
             } else {
                 " (open it in Wireshark: the TLS decrypts by itself)"
