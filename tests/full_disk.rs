@@ -161,7 +161,11 @@ fn a_disk_that_fills_up_leaves_a_whole_capture_and_exits_non_zero() {
         "capture {}: the disk is full; the file is cut back to its last whole packet (",
         file.display()
     );
-    assert_eq!(err.matches(&said).count(), 1, "said once, when it happened:\n{err}");
+    assert_eq!(
+        err.matches(&said).count(),
+        1,
+        "said once, when it happened:\n{err}"
+    );
     let kept = number_after(&err, &said);
     let summary = format!(
         "capture {} is incomplete: the disk is full; it holds {kept} packets up to its last whole one, and ",

@@ -96,7 +96,7 @@ pub struct RecordArgs {
     #[arg(long, value_name = "SIZE", value_parser = capture_limit, conflicts_with = "no_capture")]
     pub capture_limit: Option<u64>,
     /// Keep a ring of N capture files (1..=10000) of up to --capture-limit each, named PATH_00001.pcapng, PATH_00002.pcapng ...; the oldest is removed as a new one starts.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(synack::capture::MAX_FILES)))]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(synack::capture::MAX_FILES)), conflicts_with = "no_capture")]
     pub capture_files: u32,
     /// Do not capture.
     #[arg(long)]

@@ -197,9 +197,9 @@ mod tests {
                 .to_string();
             assert!(err.contains(says), "{flag} {value}: {err}");
         }
-        assert!(
-            Cli::try_parse_from(["synack", "serve", "--no-capture", "--capture-limit", "1m"])
-                .is_err()
-        );
+        for (flag, value) in [("--capture-limit", "1m"), ("--capture-files", "3")] {
+            assert!(Cli::try_parse_from(["synack", "serve", "--no-capture", flag, value]).is_err());
+        }
+        assert!(Cli::try_parse_from(["synack", "serve", "--no-capture"]).is_ok());
     }
 }
