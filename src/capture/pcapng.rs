@@ -949,7 +949,7 @@ mod tests {
         let t = Duration::new(1_795_000_000, 0);
         for sink in [&mut stream, &mut plain] {
             sink.write_secrets("CLIENT_RANDOM 00 11\n").unwrap();
-            sink.write_packet(t, Direction::In, &packet(0), Some("SYN".into()))
+            sink.write_packet(t, Direction::In, &packet(0), Some("SYN"))
                 .unwrap();
             sink.flush().unwrap();
         }
