@@ -15,7 +15,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use synack::capture::{PcapngSink, SinkInfo};
+use synack::capture::{CaptureConfig, PcapngSink, SinkInfo};
 use synack::observe::Direction;
 
 /// Full-size IPv4 TCP segment at MTU 1500, and a bare ACK with timestamps.
@@ -66,7 +66,8 @@ fn run(path: &Path, packets: u64) -> Run {
         interface: "bench",
         description: "cargo bench".into(),
     };
-    let mut sink = PcapngSink::create(path, info).expect("create the capture");
+    let mut sink =
+        PcapngSink::create(&CaptureConfig::file(path), info).expect("create the capture");
     let start = Instant::now();
     let cpu_start = thread_cpu();
     let mut t = Duration::from_secs(1_795_000_000);

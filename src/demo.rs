@@ -23,7 +23,9 @@ use std::sync::Arc;
 use smoltcp::time::Duration;
 
 use crate::app::App;
-use crate::capture::{Capture, PcapngSink, SinkInfo};
+use crate::capture::{
+    Capture, CaptureConfig, CaptureError, PcapngSink, SinkInfo, Summary, SummaryHandle,
+};
 use crate::clock::VIRTUAL_EPOCH;
 use crate::driver::Edge;
 use crate::driver::pair::{Pair, PairError};
@@ -75,8 +77,8 @@ pub struct Scenario {
     pub backlog: usize,
     /// Also write the TLS secrets here (SSLKEYLOGFILE format).
     pub keylog: Option<PathBuf>,
-    /// Where the capture goes; `None` for none.
-    pub capture: Option<PathBuf>,
+    /// Where the capture goes (a file, a ring, stdout); `None` for none.
+    pub capture: Option<CaptureConfig>,
     /// How long TIME-WAIT lasts on both ends.
     pub time_wait: std::time::Duration,
 }
@@ -116,14 +118,12 @@ pub enum DemoError {
     Identity(#[from] crate::tls::TlsError),
     #[error("cannot open --keylog file {0}: {1}")]
     Keylog(PathBuf, std::io::Error),
-    #[error("cannot create capture file {0} (is the directory writable?): {1}")]
-    Capture(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
     #[error(transparent)]
     Node(#[from] crate::node::NodeError),
     #[error(transparent)]
     Pair(#[from] PairError),
-    #[error("the capture could not be completed: {0}")]
-    Finish(std::io::Error),
     #[error("the simulation ended without the client's result")]
     Stuck,
 }
@@ -141,8 +141,8 @@ pub struct Outcome {
     pub server: Kept,
     pub faults: FaultCounters,
     pub virtual_time: Duration,
-    /// The capture file and its packet count.
-    pub capture: Option<(PathBuf, u64)>,
+    /// How the capture ended: its files and packets, complete or not.
+    pub capture: Option<Summary>,
 }
 
 /// Collects the scenario's bodies: the small ones whole, the download checked byte by
@@ -171,9 +171,10 @@ fn body_sink(bodies: Rc<RefCell<Bodies>>) -> BodySink {
     })
 }
 
-/// The capture (and `--keylog`) at the end the scenario captures at.
-fn open_capture(scenario: &Scenario) -> Result<Option<Capture>, DemoError> {
-    let Some(path) = &scenario.capture else {
+/// The capture (and `--keylog`) at the end the scenario captures at, and where its
+/// summary will be.
+fn open_capture(scenario: &Scenario) -> Result<Option<(Capture, SummaryHandle)>, DemoError> {
+    let Some(config) = &scenario.capture else {
         return Ok(None);
     };
     let at = match scenario.capture_at {
@@ -187,7 +188,8 @@ fn open_capture(scenario: &Scenario) -> Result<Option<Capture>, DemoError> {
             scenario.seed
         ),
     };
-    let sink = PcapngSink::create(path, info).map_err(|e| DemoError::Capture(path.clone(), e))?;
+    let sink = PcapngSink::create(config, info)?;
+    let summary = sink.summary_handle();
     let mut capture = Capture::new(sink);
     if let Some(path) = &scenario.keylog {
         let file = std::fs::OpenOptions::new()
@@ -197,7 +199,7 @@ fn open_capture(scenario: &Scenario) -> Result<Option<Capture>, DemoError> {
             .map_err(|e| DemoError::Keylog(path.clone(), e))?;
         capture.set_keylog_file(file);
     }
-    Ok(Some(capture))
+    Ok(Some((capture, summary)))
 }
 
 /// Runs the scenario to its end.
@@ -219,7 +221,7 @@ pub fn simulate(scenario: &Scenario) -> Result<Outcome, DemoError> {
         tls::seeded::provider(scenario.seed, "server"),
     )
     .map_err(|e| DemoError::Tls(e.to_string()))?;
-    let capture = open_capture(scenario)?;
+    let (capture, summary) = open_capture(scenario)?.unzip();
     let (server_capture, client_capture) = match scenario.capture_at {
         Side::Server => (capture, None),
         Side::Client => (None, capture),
@@ -319,13 +321,10 @@ pub fn simulate(scenario: &Scenario) -> Result<Outcome, DemoError> {
     let virtual_time = pair.now() - start;
     let faults = pair.link.counters();
     let now = pair.now();
-    let at_client = pair.client.shutdown(now, |_| {});
-    let at_server = pair.server.shutdown(now, |_| {});
-    let capture = match at_client.or(at_server) {
-        Some(Ok(c)) => Some(c),
-        Some(Err(e)) => return Err(DemoError::Finish(e)),
-        None => None,
-    };
+    // A capture that could not be completed says so in its summary.
+    let _ = pair.client.shutdown(now, |_| {});
+    let _ = pair.server.shutdown(now, |_| {});
+    let capture = summary.and_then(|s| s.get());
     let client_kept = pair.client.node.journal_mut().take_kept();
     let server_kept = pair.server.node.journal_mut().take_kept();
     let mut b = bodies.borrow_mut();

@@ -133,7 +133,7 @@ fn loss_makes_retransmissions_and_the_transfer_stays_exact() {
             seed: 3,
             ..Default::default()
         },
-        capture: Some(dir.join("loss.pcapng")),
+        capture: Some(dir.join("loss.pcapng").into()),
         ..Default::default()
     };
     let outcome = synack::demo::simulate(&scenario).unwrap();
@@ -189,7 +189,7 @@ fn every_fault_leaves_its_packets_in_the_capture_with_a_comment() {
             ..Default::default()
         },
         plain: true,
-        capture: Some(dir.join("faults.pcapng")),
+        capture: Some(dir.join("faults.pcapng").into()),
         ..Default::default()
     };
     let outcome = synack::demo::simulate(&scenario).unwrap();

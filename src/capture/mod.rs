@@ -7,11 +7,23 @@
 //! (its comment says what the link will do to it). The capture does not read packets to
 //! decide anything: the node explains each packet when it handles or sends it (by serial
 //! number, see `node::Outgoing`), and the driver hands the words over with the packet.
+//!
+//! [`PcapngSink`] writes the pcapng: to a file, a ring of files each bounded in size, or
+//! a stream (stdout, a FIFO) for a live reader; see [`CaptureConfig`]. How it ended
+//! (complete, stopped at its limit, cut short by a full disk) is its [`Summary`].
 
+mod config;
+mod output;
 mod pcapng;
+mod summary;
 mod writer;
 
+pub use config::{
+    CaptureConfig, CaptureError, DEFAULT_FILE_LIMIT, MAX_FILES, MIN_FILE_LIMIT, Target, ring_path,
+    size,
+};
 pub use pcapng::{PcapngSink, SinkInfo};
+pub use summary::{Stop, Summary, SummaryHandle};
 
 use std::io;
 use std::path::PathBuf;

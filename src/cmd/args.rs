@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use synack::capture::{CaptureConfig, Target};
 use synack::node::limits;
 
 /// An IPv4 address with a prefix length, like 10.77.0.2/24.
@@ -88,9 +89,15 @@ pub struct LinkArgs {
 /// What is recorded: the capture and the journey (`serve`, `fetch` and `demo`).
 #[derive(Debug, Args)]
 pub struct RecordArgs {
-    /// Write the capture here (pcapng). Default: a new timestamped file under captures/.
-    #[arg(long, conflicts_with = "no_capture")]
+    /// Write the capture here (pcapng); `-` streams it to stdout for a live reader (`--capture - | wireshark -k -i -`), and a FIFO is streamed into. Default: a new timestamped file under captures/.
+    #[arg(long, value_name = "PATH|-", conflicts_with = "no_capture")]
     pub capture: Option<PathBuf>,
+    /// The most a capture file may hold (64k..=1024g, e.g. 100m, 2g). At it, capturing stops (and later packets are counted), or with --capture-files the next file starts. Default: 2g for a file, none for a stream.
+    #[arg(long, value_name = "SIZE", value_parser = capture_limit, conflicts_with = "no_capture")]
+    pub capture_limit: Option<u64>,
+    /// Keep a ring of N capture files (1..=10000) of up to --capture-limit each, named PATH_00001.pcapng, PATH_00002.pcapng ...; the oldest is removed as a new one starts.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(synack::capture::MAX_FILES)), conflicts_with = "no_capture")]
+    pub capture_files: u32,
     /// Do not capture.
     #[arg(long)]
     pub no_capture: bool,
@@ -100,9 +107,74 @@ pub struct RecordArgs {
     /// Write the journey to this file instead of stderr.
     #[arg(long)]
     pub journey_file: Option<PathBuf>,
+    /// The most the --journey-file may hold (4k..=1024g); past it, later events are not written to it.
+    #[arg(long, value_name = "SIZE", default_value = "256m", value_parser = journey_limit)]
+    pub journey_limit: u64,
     /// Also write the TLS session secrets to FILE (SSLKEYLOGFILE format). Captures carry them anyway.
     #[arg(long, value_name = "FILE")]
     pub keylog: Option<PathBuf>,
+}
+
+impl RecordArgs {
+    /// What the capture is asked to be, unless `--no-capture`; `command` names the
+    /// default file.
+    pub fn capture_config(&self, command: &str) -> Option<CaptureConfig> {
+        if self.no_capture {
+            return None;
+        }
+        let target = match &self.capture {
+            Some(path) if path.as_os_str() == "-" => Target::Stdout,
+            Some(path) => Target::Path(path.clone()),
+            None => Target::Path(synack::capture::default_path(command)),
+        };
+        Some(CaptureConfig {
+            target,
+            limit: self.capture_limit,
+            files: self.capture_files,
+        })
+    }
+
+    /// Whether the capture goes to stdout (`--capture -`): nothing else may.
+    pub fn captures_to_stdout(&self) -> bool {
+        !self.no_capture && self.capture.as_ref().is_some_and(|p| p.as_os_str() == "-")
+    }
+}
+
+/// A size in bytes, with an optional k, m or g (KiB, MiB, GiB), within `lo..=hi`.
+pub fn parse_size(s: &str, lo: u64, hi: u64) -> Result<u64, String> {
+    let t = s.to_ascii_lowercase();
+    let t = t.strip_suffix("ib").unwrap_or(&t);
+    let (digits, mult) = match t.char_indices().last() {
+        Some((i, 'k')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm')) => (&t[..i], 1 << 20),
+        Some((i, 'g')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    let n = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size (examples: 65536, 64k, 100m, 2g)"))?;
+    if !(lo..=hi).contains(&n) {
+        return Err(format!(
+            "{} is out of range {}..={}",
+            synack::capture::size(n),
+            synack::capture::size(lo),
+            synack::capture::size(hi)
+        ));
+    }
+    Ok(n)
+}
+
+/// The largest size the limits take: far beyond any disk this runs on.
+const MAX_LIMIT: u64 = 1 << 40;
+
+fn capture_limit(s: &str) -> Result<u64, String> {
+    parse_size(s, synack::capture::MIN_FILE_LIMIT, MAX_LIMIT)
+}
+
+fn journey_limit(s: &str) -> Result<u64, String> {
+    parse_size(s, 4 << 10, MAX_LIMIT)
 }
 
 /// Socket buffers (`serve`, `fetch` and `demo`).

@@ -3,11 +3,10 @@
 
 use std::io::Write;
 
-use anyhow::Context;
 use clap::Args;
 
 use super::args::{self, BufferArgs, FaultArgs, KnobArgs, PaceArgs, RecordArgs, TimeWaitArgs};
-use synack::capture;
+use super::setup;
 use synack::demo::{Scenario, simulate};
 use synack::journey::render;
 use synack::node::limits;
@@ -78,14 +77,14 @@ fn parse_download(s: &str) -> Result<u64, String> {
     Ok(n)
 }
 
-pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+/// Runs the demo; the exit code is [`setup::EXIT_CAPTURE_INCOMPLETE`] if the capture
+/// could not be completed.
+pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
-    let capture = (!args.record.no_capture).then(|| {
-        args.record
-            .capture
-            .clone()
-            .unwrap_or_else(|| capture::default_path("demo"))
-    });
+    let capture = args.record.capture_config("demo");
+    if let Some(config) = &capture {
+        setup::say_if_fifo(config);
+    }
     let scenario = Scenario {
         seed: args.seed,
         download: args.bytes,
@@ -105,13 +104,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         time_wait: std::time::Duration::from_secs(args.tw.time_wait),
     };
     let outcome = simulate(&scenario)?;
-    let mut out: Box<dyn std::io::Write> = match &args.record.journey_file {
-        Some(path) => Box::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot create journey file {}", path.display()))?,
-        ),
-        None => Box::new(std::io::stderr()),
-    };
+    let mut out = setup::journey_out(&args.record)?;
     match args.record.journey.into() {
         synack::journey::Format::Off => {}
         synack::journey::Format::Json => {
@@ -171,11 +164,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         args.seed
     );
-    if let Some((path, packets)) = &outcome.capture {
+    let complete = outcome.capture.as_ref().is_none_or(|c| c.complete());
+    if let Some(summary) = &outcome.capture {
         eprintln!(
-            "synack demo: capture {} complete, {packets} packets{}",
-            path.display(),
-            if args.http {
+            "synack demo: {summary}{}",
+            if args.http || !complete || summary.files.len() > 1 {
                 ""
             } else {
                 " (open it in Wireshark: the TLS decrypts by itself)"
@@ -188,5 +181,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             outcome.download_mismatches
         );
     }
-    Ok(())
+    Ok(if complete {
+        0
+    } else {
+        setup::EXIT_CAPTURE_INCOMPLETE
+    })
 }

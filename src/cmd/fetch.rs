@@ -12,6 +12,7 @@ use clap::Args;
 use super::args::{BufferArgs, FaultArgs, KnobArgs, LinkArgs, PaceArgs, RecordArgs, TimeWaitArgs};
 use super::setup;
 use synack::app::App;
+use synack::capture::PcapngSink;
 use synack::driver::Edge;
 use synack::driver::tun::TunDriver;
 use synack::fetch::{Client, EXIT_HTTP_ERROR, FetchError, Plan, Report, Url};
@@ -101,6 +102,11 @@ fn header(s: &str) -> Result<(String, String), String> {
 }
 
 pub fn run(args: FetchArgs) -> anyhow::Result<u8> {
+    if args.record.captures_to_stdout() && args.output.is_none() {
+        bail!(
+            "--capture - streams the capture to stdout, where the body would go too: give the body a file with -o FILE"
+        );
+    }
     let url: Url = args.url.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let body = match (&args.data, &args.data_file) {
         (Some(d), _) => Some(d.clone().into_bytes()),
@@ -150,6 +156,7 @@ pub fn run(args: FetchArgs) -> anyhow::Result<u8> {
     let (tun, gateway) = setup::open_tun(&args.link)?;
     let addr = args.link.addr;
     let sink = setup::open_capture(&args.record, "fetch", "client", &tun, addr)?;
+    let summary = sink.as_ref().map(PcapngSink::summary_handle);
     let journal = setup::open_journal(&args.record, "client")?;
     let stop = setup::stop()?;
     let faults = args.faults.config(seed, 0);
@@ -216,9 +223,12 @@ pub fn run(args: FetchArgs) -> anyhow::Result<u8> {
         ))?;
     };
     let finished = driver.shutdown();
-    setup::report_capture(finished);
+    let complete = setup::report_capture(finished, summary.as_ref());
     match result {
-        Ok(report) => Ok(summarise(&report, started.elapsed())),
+        Ok(report) => match summarise(&report, started.elapsed()) {
+            0 if !complete => Ok(setup::EXIT_CAPTURE_INCOMPLETE),
+            code => Ok(code),
+        },
         Err(e) => {
             eprintln!("synack: {e}");
             Ok(e.exit_code())

@@ -53,9 +53,9 @@ pub fn main() -> ExitCode {
     .format_timestamp_millis()
     .init();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args).map(|()| 0),
+        Command::Serve(args) => serve::run(args),
         Command::Fetch(args) => fetch::run(args),
-        Command::Demo(args) => demo::run(args).map(|()| 0),
+        Command::Demo(args) => demo::run(args),
         Command::Ladder(args) => analyze::ladder(args).map(|()| 0),
         Command::Stats(args) => analyze::stats(args).map(|()| 0),
     };
@@ -138,5 +138,68 @@ mod tests {
             panic!("serve")
         };
         assert_eq!(a.record.journey, JourneyFormat::Json);
+    }
+
+    #[test]
+    fn capture_and_journey_bounds() {
+        use synack::capture::{CaptureConfig, Target};
+        let Command::Serve(a) = Cli::try_parse_from([
+            "synack",
+            "serve",
+            "--capture",
+            "c.pcapng",
+            "--capture-limit",
+            "100m",
+            "--capture-files",
+            "5",
+            "--journey-limit",
+            "1g",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("serve")
+        };
+        assert_eq!(
+            a.record.capture_config("serve"),
+            Some(CaptureConfig {
+                target: Target::Path("c.pcapng".into()),
+                limit: Some(100 << 20),
+                files: 5,
+            })
+        );
+        assert_eq!(a.record.journey_limit, 1 << 30);
+        let Command::Demo(d) = Cli::try_parse_from(["synack", "demo", "--capture", "-"])
+            .unwrap()
+            .command
+        else {
+            panic!("demo")
+        };
+        assert!(d.record.captures_to_stdout());
+        assert_eq!(
+            d.record.capture_config("demo").unwrap().target,
+            Target::Stdout
+        );
+        assert_eq!(
+            d.record.journey_limit,
+            synack::journey::file::DEFAULT_LIMIT,
+            "the flag's default is the library's"
+        );
+        assert_eq!(d.record.capture_config("demo").unwrap().limit, None);
+        for (flag, value, says) in [
+            ("--capture-limit", "1k", "out of range 64 KiB..=1024 GiB"),
+            ("--capture-limit", "lots", "not a size"),
+            ("--capture-files", "0", "1..=10000"),
+            ("--journey-limit", "10", "out of range 4 KiB"),
+        ] {
+            let err = Cli::try_parse_from(["synack", "serve", flag, value])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{flag} {value}: {err}");
+        }
+        for (flag, value) in [("--capture-limit", "1m"), ("--capture-files", "3")] {
+            assert!(Cli::try_parse_from(["synack", "serve", "--no-capture", flag, value]).is_err());
+        }
+        assert!(Cli::try_parse_from(["synack", "serve", "--no-capture"]).is_ok());
     }
 }

@@ -12,6 +12,7 @@ use clap::Args;
 use super::args::{self, BufferArgs, FaultArgs, KnobArgs, LinkArgs, RecordArgs};
 use super::setup::{self, plural};
 use synack::app::App;
+use synack::capture::PcapngSink;
 use synack::driver::Edge;
 use synack::driver::tun::TunDriver;
 use synack::http::Limits;
@@ -81,7 +82,9 @@ pub struct ServeArgs {
     pub names: Vec<String>,
 }
 
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+/// Serves until stopped; the exit code is [`setup::EXIT_CAPTURE_INCOMPLETE`] if the capture
+/// could not be completed.
+pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
     let app = App::new(args.root.clone()).with_context(|| {
         format!(
             "--root {}: no such directory (give an existing directory to serve files from)",
@@ -105,6 +108,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (tun, gateway) = setup::open_tun(&args.link)?;
     let addr = args.link.addr;
     let sink = setup::open_capture(&args.record, "serve", "server", &tun, addr)?;
+    let summary = sink.as_ref().map(PcapngSink::summary_handle);
     // The generated certificate goes beside the capture by default.
     let capture_dir = sink.as_ref().map(|s| match s.path().parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -194,7 +198,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         notes: sink.is_some(),
     };
     let name = tun.name().to_owned();
-    let capture_path = sink.as_ref().map(|s| s.path().to_owned());
+    let capturing = sink.as_ref().map(PcapngSink::describe);
     let capture = setup::capture(&args.record, sink)?;
     let node = Node::new(cfg, app, journal, synack::clock::now())?;
     let mut driver = TunDriver::new(tun, Link::new(faults), Edge::new(node, capture), stop);
@@ -222,8 +226,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if !faults.is_none() {
         eprintln!("synack: link faults in force: {}", faults.describe());
     }
-    match &capture_path {
-        Some(p) => eprintln!("synack: capturing to {}", p.display()),
+    match &capturing {
+        Some(c) => eprintln!("synack: capturing to {c}"),
         None => eprintln!("synack: capture off"),
     }
     eprintln!("synack: Ctrl-C or SIGTERM stops cleanly");
@@ -250,7 +254,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         driver.device_errors,
         plural(driver.device_errors),
     );
-    setup::report_capture(finished);
+    let complete = setup::report_capture(finished, summary.as_ref());
     result?;
-    Ok(())
+    Ok(if complete {
+        0
+    } else {
+        setup::EXIT_CAPTURE_INCOMPLETE
+    })
 }

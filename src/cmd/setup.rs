@@ -2,17 +2,19 @@
 //! journal, the key log, the stop flag. Each failure is one sentence saying what to do.
 
 use std::fs::File;
-use std::io::{BufWriter, LineWriter, Write};
+use std::io::{LineWriter, Write};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::FileTypeExt;
 
 use anyhow::{Context, bail};
 
 use super::args::{Cidr, LinkArgs, RecordArgs};
-use synack::capture::{self, Capture, PcapngSink, SinkInfo};
+use synack::capture::{Capture, CaptureConfig, PcapngSink, SinkInfo, SummaryHandle, Target};
 use synack::device::TunDevice;
 use synack::device::tun::Origin;
 use synack::driver::Stop;
 use synack::journey::Journal;
+use synack::journey::file::BoundedFile;
 
 /// A seed that differs on every run (RFC 9293 §3.4.1 wants ISNs hard to guess; smoltcp
 /// derives them from this seed).
@@ -77,8 +79,8 @@ pub fn open_tun(link: &LinkArgs) -> anyhow::Result<(TunDevice, Ipv4Addr)> {
     Ok((tun, gateway))
 }
 
-/// The capture file of `command` on `tun`, unless `--no-capture`: `--capture PATH` or a
-/// new timestamped file under `captures/`. `role` says what the stack is ("server",
+/// The capture of `command` on `tun`, unless `--no-capture`: `--capture PATH` (or `-`)
+/// or a new timestamped file under `captures/`. `role` says what the stack is ("server",
 /// "client") in the interface's description.
 pub fn open_capture(
     record: &RecordArgs,
@@ -102,43 +104,53 @@ pub fn open_capture(
     create_capture(record, command, info)
 }
 
-/// The capture file, unless `--no-capture`, for any link.
+/// The capture, unless `--no-capture`, for any link.
 pub fn create_capture(
     record: &RecordArgs,
     command: &str,
     info: SinkInfo<'_>,
 ) -> anyhow::Result<Option<PcapngSink>> {
-    if record.no_capture {
-        return Ok(None);
+    match record.capture_config(command) {
+        Some(config) => create_capture_at(&config, info).map(Some),
+        None => Ok(None),
     }
-    let path = record
-        .capture
-        .clone()
-        .unwrap_or_else(|| capture::default_path(command));
-    create_capture_at(&path, info).map(Some)
 }
 
-/// The capture file at `path`, or one sentence on why it cannot be made.
-pub fn create_capture_at(path: &std::path::Path, info: SinkInfo<'_>) -> anyhow::Result<PcapngSink> {
-    PcapngSink::create(path, info).with_context(|| {
-        format!(
-            "cannot create capture file {} (is the directory writable?)",
+/// The capture `config` asks for, or one sentence on why it cannot be made (a full disk
+/// is found here: the first blocks are written before this returns).
+pub fn create_capture_at(config: &CaptureConfig, info: SinkInfo<'_>) -> anyhow::Result<PcapngSink> {
+    say_if_fifo(config);
+    Ok(PcapngSink::create(config, info)?)
+}
+
+/// Opening a FIFO waits for its reader: say so, or synack seems to hang.
+pub fn say_if_fifo(config: &CaptureConfig) {
+    if let Target::Path(path) = &config.target
+        && std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo())
+    {
+        eprintln!(
+            "synack: waiting for a reader to open the FIFO {} (e.g. wireshark -k -i {})",
+            path.display(),
             path.display()
-        )
-    })
+        );
+    }
 }
 
-/// The journal: to `--journey-file` or stderr, in `--journey` format.
+/// The journal: to `--journey-file` (bounded by `--journey-limit`) or stderr, in
+/// `--journey` format.
 pub fn open_journal(record: &RecordArgs, side: &'static str) -> anyhow::Result<Journal> {
-    let out: Box<dyn Write + Send> = match &record.journey_file {
-        Some(path) => {
-            Box::new(BufWriter::new(File::create(path).with_context(|| {
-                format!("cannot create journey file {}", path.display())
-            })?))
-        }
+    Ok(Journal::new(record.journey.into(), journey_out(record)?).with_side(side))
+}
+
+/// Where the journey goes: `--journey-file`, bounded by `--journey-limit`, or stderr.
+pub fn journey_out(record: &RecordArgs) -> anyhow::Result<Box<dyn Write + Send>> {
+    Ok(match &record.journey_file {
+        Some(path) => Box::new(
+            BoundedFile::create(path, record.journey_limit)
+                .with_context(|| format!("cannot create journey file {}", path.display()))?,
+        ),
         None => Box::new(LineWriter::new(std::io::stderr())),
-    };
-    Ok(Journal::new(record.journey.into(), out).with_side(side))
+    })
 }
 
 /// The capture around its sink, with `--keylog FILE` (appended) if given.
@@ -166,14 +178,33 @@ pub fn stop() -> anyhow::Result<Stop> {
     Stop::install().context("cannot install signal handlers")
 }
 
-/// The last word on a capture once the stack is shut down.
-pub fn report_capture(finished: Option<std::io::Result<(std::path::PathBuf, u64)>>) {
+/// The exit code of a run whose capture could not be completed (a full disk, a reader
+/// that went away), when nothing else failed.
+pub const EXIT_CAPTURE_INCOMPLETE: u8 = 9;
+
+/// The last word on a capture once the node is shut down, from its summary (`summary`,
+/// taken from the sink before it went into the capture) or what shutting down returned.
+/// Returns whether the capture is complete (a limit it stopped at counts as complete).
+pub fn report_capture(
+    finished: Option<std::io::Result<(std::path::PathBuf, u64)>>,
+    summary: Option<&SummaryHandle>,
+) -> bool {
+    if let Some(summary) = summary.and_then(SummaryHandle::get) {
+        eprintln!("synack: {summary}");
+        return summary.complete();
+    }
     match finished {
-        Some(Ok((path, packets))) => eprintln!(
-            "synack: capture {} complete, {packets} packets",
-            path.display()
-        ),
-        None => {}
-        Some(Err(e)) => eprintln!("synack: the capture could not be completed: {e}"),
+        Some(Ok((path, packets))) => {
+            eprintln!(
+                "synack: capture {} complete, {packets} packets",
+                path.display()
+            );
+            true
+        }
+        None => true,
+        Some(Err(e)) => {
+            eprintln!("synack: the capture could not be completed: {e}");
+            false
+        }
     }
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::observe::{Direction, SynOptions};
 
+pub mod file;
 pub mod render;
 
 /// Every connection gets one, in the order their SYNs were accepted, starting at 1.
