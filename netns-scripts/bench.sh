@@ -2,6 +2,7 @@
 # synack against a kernel reference (nginx over a veth pair), in one run, one table.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
+restore_signals "$0" "$@"
 
 usage() {
   cat <<USAGE
@@ -110,7 +111,7 @@ http {
 NGINX
 ip netns exec "$ref" nginx -c "$work/nginx.conf" -g 'daemon off;' &
 nginx_pid=$!
-wait_for 10 ip netns exec "$ns" curl -sf -o /dev/null http://10.78.0.2/bytes/100 || die "nginx did not start"
+wait_for 10 ip netns exec "$ns" curl -sf --max-time 2 -o /dev/null http://10.78.0.2/bytes/100 || die "nginx did not start"
 
 in_ns() { ip netns exec "$ns" "$@"; }
 
@@ -133,7 +134,7 @@ wrk_rate() {
 }
 # MB/s (10^6 bytes) of one download.
 download() {
-  in_ns curl -s -o /dev/null -w '%{speed_download}\n' "$1" | awk '{ printf "%.0f\n", $1 / 1e6 }'
+  in_ns curl -s --max-time 120 -o /dev/null -w '%{speed_download}\n' "$1" | awk '{ printf "%.0f\n", $1 / 1e6 }'
 }
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 

@@ -58,6 +58,16 @@ cleanup_run() {
 # A heading for each step of a script's run.
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
+# Re-runs the calling script with SIGINT and SIGTERM at their defaults if it was started
+# with them ignored: POSIX shells cannot trap a signal ignored on entry, which is how a
+# background job starts, and then Ctrl-C could not clean up. Call it before any trap.
+restore_signals() {
+  if [ -z "${SYNACK_SIGNALS_RESTORED:-}" ]; then
+    export SYNACK_SIGNALS_RESTORED=1
+    exec env --default-signal=INT,TERM "$@"
+  fi
+}
+
 ns_exists() { ip netns list | awk '{print $1}' | grep -qxF "$1"; }
 
 # One line per packet of a capture, with synack's comments; long runs of plain data and

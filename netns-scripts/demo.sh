@@ -3,6 +3,9 @@
 # runs curl against it, stops cleanly, and shows the journey and the capture.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
+# Started in the background (cargo test &, nohup, an init script), bash inherits SIGINT
+# ignored and cannot trap it; start again with the default, so Ctrl-C always cleans up.
+restore_signals "$0" "$@"
 
 usage() {
   cat <<USAGE
@@ -63,10 +66,10 @@ url="http://${SYNACK_STACK_ADDR%/*}"
 mkdir -p "/etc/netns/$ns"
 echo "nameserver ${SYNACK_STACK_ADDR%/*}" > "/etc/netns/$ns/resolv.conf"
 step "GET http://synack.test/   (the name resolves through synack's DNS; curl -v shows the heads)"
-in_ns curl -sS -v -o /dev/null "http://synack.test/" 2>&1 | grep -E '^[<>*] ' | grep -v '^\* *Trying\|^\* *Closing' || true
+in_ns curl -sS --max-time 30 -v -o /dev/null "http://synack.test/" 2>&1 | grep -E '^[<>*] ' | grep -v '^\* *Trying\|^\* *Closing' || true
 
 step "two requests on one kept-alive connection: GET /echo, then GET /journey"
-in_ns curl -sS -v "$url/echo" "$url/journey" -o /dev/null -o "$work/journey.json" 2>&1 | grep -E 'Connected|Re-using|^< HTTP' || true
+in_ns curl -sS --max-time 30 -v "$url/echo" "$url/journey" -o /dev/null -o "$work/journey.json" 2>&1 | grep -E 'Connected|Re-using|^< HTTP' || true
 python3 - "$work/journey.json" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
@@ -76,14 +79,14 @@ print("  /journey says: connection #%d, client ISN %d, our ISN %d, client MSS %s
 PY
 
 step "POST /json"
-in_ns curl -sS -H 'Content-Type: application/json' -d '{"hello": "world", "numbers": [1, 2, 3]}' "$url/json"
+in_ns curl -sS --max-time 30 -H 'Content-Type: application/json' -d '{"hello": "world", "numbers": [1, 2, 3]}' "$url/json"
 
 step "HTTPS: GET https://synack.test/ verified against synack's own certificate (not -k)"
-in_ns curl -sS -v --cacert "$(dirname "$capture")/synack-cert.pem" -o /dev/null "https://synack.test/" 2>&1 |
+in_ns curl -sS --max-time 30 -v --cacert "$(dirname "$capture")/synack-cert.pem" -o /dev/null "https://synack.test/" 2>&1 |
   grep -E 'SSL connection|ALPN: server|subject:|SSL certificate verify|< HTTP' || true
 
 step "GET /bytes/1000000"
-in_ns curl -sS -o /dev/null -w '  %{size_download} bytes in %{time_total} s (%{speed_download} bytes/s)\n' "$url/bytes/1000000"
+in_ns curl -sS --max-time 30 -o /dev/null -w '  %{size_download} bytes in %{time_total} s (%{speed_download} bytes/s)\n' "$url/bytes/1000000"
 
 step "stop the server (SIGTERM): the capture is flushed and complete"
 # curl leaves once it has sent its FIN; the kernel acknowledges our FIN a moment later.

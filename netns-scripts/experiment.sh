@@ -4,6 +4,7 @@
 # its capture, for synack ladder / stats / Wireshark.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
+restore_signals "$0" "$@"
 
 usage() {
   cat <<USAGE

@@ -3,6 +3,7 @@
 # tun1, and the kernel routing between them. Each side leaves its own capture.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
+restore_signals "$0" "$@"
 
 usage() {
   cat <<USAGE

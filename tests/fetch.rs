@@ -284,3 +284,26 @@ fn https_with_a_certificate_we_do_not_trust_fails_with_a_tls_error() {
     assert_eq!(out.status.code(), Some(7), "{text}");
     assert!(text.contains("synack: TLS:"), "{text}");
 }
+
+#[test]
+fn a_resolver_that_is_not_there_fails_at_once_and_says_what_to_do() {
+    let Some(ns) = Netns::new("fetch-nodns") else {
+        return;
+    };
+    // Nothing listens on UDP 53 at the kernel side: it answers ICMP port unreachable.
+    let (out, capture, journey) = fetch(
+        &ns,
+        "nodns",
+        &["--resolver", "10.77.0.1", "http://nowhere.test/"],
+    );
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("ICMP port unreachable") && err.contains("--resolver"),
+        "{err}"
+    );
+    assert!(journey.contains("ICMP port unreachable"), "{journey}");
+    // One query and the ICMP answer: no retries waited out.
+    let pkts = read_capture(&capture);
+    assert_eq!(pkts.iter().filter(|p| !p.inbound).count(), 1, "{pkts:?}");
+}

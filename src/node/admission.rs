@@ -11,9 +11,9 @@ use smoltcp::wire::{
 
 use super::conn::{Conn, Opened, Queue, SeqTrack};
 use super::cookie::{Carried, interface_seed_for_isn};
-use super::device::{Discard, OnePacket};
+use super::device::Discard;
 use super::turn::Cause;
-use super::{Node, NodeError, Scratch, interface};
+use super::{Node, NodeError, interface, wire};
 use crate::journey::{ConnId, Stage, What};
 use crate::observe::{FourTuple, Segment, Track};
 use crate::session::{Conversation, ServerSession};
@@ -105,61 +105,27 @@ impl Node {
         Ok(())
     }
 
-    /// Answers a SYN from the scratch listening socket, on an interface seeded so that
-    /// its SYN-ACK carries `isn`; nothing is kept.
-    pub(super) fn scratch_answer(
-        &mut self,
-        now: Instant,
-        l: usize,
-        packet: &[u8],
-        isn: u32,
-    ) -> Option<()> {
-        if self.scratch.is_none() {
-            // The same receive buffer size as every connection's: the window scale in
-            // the SYN-ACK comes from it.
-            let rx = self.rx_pool.take(self.cfg.rx_buf)?;
-            let tx = self.tx_pool.take(1024)?;
-            // SAFETY: the scratch socket owns these regions for the node's whole life:
-            // they are never put back in a pool.
-            let (rx_buf, tx_buf) = unsafe { (rx.lend(), tx.lend()) };
-            let mut socket = tcp::Socket::new(
-                tcp::SocketBuffer::new(rx_buf),
-                tcp::SocketBuffer::new(tx_buf),
-            );
-            self.cfg.knobs.apply(&mut socket);
-            let mut set = SocketSet::new(Vec::with_capacity(1));
-            let handle = set.add(socket);
-            self.scratch = Some(Scratch {
-                set,
-                handle,
-                _buffers: (rx, tx),
-            });
+    /// The SYN-ACK smoltcp would write for `syn` from a fresh listening socket whose ISN
+    /// is `isn` (its `dispatch` in SYN-RECEIVED): the window unscaled (RFC 7323 §2.2), our
+    /// MSS, our window scale and SACK-permitted if the SYN offered them. Written here so a
+    /// cookie costs no socket; a test checks it against smoltcp's own, byte for byte.
+    pub(super) fn cookie_syn_ack(&self, syn: &Segment, isn: u32) -> wire::Bare {
+        wire::Bare {
+            src: syn.dst,
+            dst: syn.src,
+            seq: isn,
+            ack: Some(syn.seq.wrapping_add(1)),
+            rst: false,
+            window: u16::try_from(self.cfg.rx_buf).unwrap_or(u16::MAX),
+            syn: Some(wire::SynOptions {
+                mss: (self.cfg.mtu - 40) as u16,
+                window_scale: syn
+                    .options
+                    .window_scale
+                    .map(|_| wscale_for(self.cfg.rx_buf)),
+                sack_permitted: syn.options.sack_permitted,
+            }),
         }
-        let port = self.listeners[l].port;
-        let mtu = self.cfg.mtu;
-        let Scratch { set, handle, .. } = self.scratch.as_mut()?;
-        let sock = set.get_mut::<tcp::Socket>(*handle);
-        sock.abort();
-        sock.listen(port).ok()?;
-        let mut iface = interface(&self.cfg, interface_seed_for_isn(isn), now);
-        let start = self.out.len();
-        iface.poll_ingress_single(now, &mut OnePacket::with(packet, &mut self.out, mtu), set);
-        while iface.poll_egress(now, &mut OnePacket::empty(&mut self.out, mtu), set)
-            != smoltcp::iface::PollResult::None
-        {}
-        set.get_mut::<tcp::Socket>(*handle).abort();
-        // The SYN-ACK is the cookie's: say so on it.
-        let notes = self.cfg.notes;
-        if let Some(out) = self.out.get_mut(start) {
-            debug_assert_eq!(Segment::parse(&out.data).map(|s| s.seq), Some(isn));
-            if notes {
-                super::append(
-                    &mut out.note,
-                    format_args!("SYN-ACK, handshake 2/3, ISN {isn} is a SYN cookie"),
-                );
-            }
-        }
-        Some(())
     }
 
     /// The ACK of a cookie's SYN-ACK: the connection is rebuilt as if its SYN had been

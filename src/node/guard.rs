@@ -66,6 +66,7 @@ pub fn challenge_ack(conn: &Conn) -> Bare {
         seq: conn.seq.snd_nxt.unwrap_or(0),
         ack: conn.seq.rcv_nxt(conn.socket()),
         rst: false,
+        syn: None,
         window: conn.seq.last_window,
     }
 }

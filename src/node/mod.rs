@@ -105,13 +105,6 @@ struct Listener {
     last_cookie: Option<Instant>,
 }
 
-/// The listening socket that writes cookie SYN-ACKs, with the buffers it holds for good.
-struct Scratch {
-    set: SocketSet<'static>,
-    handle: smoltcp::iface::SocketHandle,
-    _buffers: (buffers::Region, buffers::Region),
-}
-
 /// The node. See the module's documentation.
 pub struct Node {
     cfg: Config,
@@ -133,8 +126,6 @@ pub struct Node {
     rx_pool: buffers::Pool,
     tx_pool: buffers::Pool,
     cookies: cookie::Cookies,
-    /// A listening socket for answering SYNs with cookies without keeping anything.
-    scratch: Option<Scratch>,
     reassembly: fragments::Reassembly,
     challenges: guard::RateLimit,
     counters: Counters,
@@ -178,7 +169,6 @@ impl Node {
             resolver: None,
             lookups: None,
             ended: Vec::new(),
-            scratch: None,
             reassembly: fragments::Reassembly::default(),
             counters: Counters::default(),
             in_note: String::new(),

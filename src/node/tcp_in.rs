@@ -211,7 +211,7 @@ impl Node {
             return;
         }
         if half_open >= self.cfg.syn_backlog && isn.is_none() {
-            return self.send_cookie(now, l, packet, &seg);
+            return self.send_cookie(now, l, &seg);
         }
         if let Err(e) = self.open_passive(now, port, packet, seg, isn) {
             self.counters.syn_dropped += 1;
@@ -223,16 +223,20 @@ impl Node {
     /// writes the SYN-ACK (a scratch listening socket, on an interface seeded so its ISN
     /// is the cookie), so it is exactly what the connection rebuilt later will believe
     /// it sent.
-    fn send_cookie(&mut self, now: Instant, l: usize, packet: &[u8], seg: &Segment) {
+    fn send_cookie(&mut self, now: Instant, l: usize, seg: &Segment) {
         let carried = Carried::from_syn(&seg.options);
         let isn = self
             .cookies
             .make(seg.dst, seg.src, seg.seq, secs(now), carried);
-        let Some(()) = self.scratch_answer(now, l, packet, isn) else {
-            self.counters.syn_dropped += 1;
-            self.note_in(format_args!("dropped: no memory for the cookie's socket"));
-            return;
-        };
+        let syn_ack = self.cookie_syn_ack(seg, isn);
+        let notes = self.cfg.notes;
+        let out = self.out.push_built(|buf| syn_ack.emit(buf));
+        if notes {
+            super::append(
+                &mut out.note,
+                format_args!("SYN-ACK, handshake 2/3, ISN {isn} is a SYN cookie"),
+            );
+        }
         self.counters.syn_cookies_sent += 1;
         let syn_backlog = self.cfg.syn_backlog;
         let listener = &mut self.listeners[l];

@@ -690,3 +690,54 @@ fn nagle_is_off_by_default_so_a_two_segment_response_leaves_whole() {
         );
     }
 }
+
+/// What smoltcp itself answers to `syn` from a fresh listening socket whose ISN is
+/// `isn` (an interface seeded for it).
+fn smoltcp_syn_ack(node: &mut Node, now: Instant, syn: &[u8], isn: u32) -> Vec<u8> {
+    use smoltcp::socket::tcp;
+    let mut socket = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; node.cfg.rx_buf]),
+        tcp::SocketBuffer::new(vec![0; 1024]),
+    );
+    socket.listen(80).unwrap();
+    let mut set = SocketSet::new(Vec::new());
+    set.add(socket);
+    let mut iface = interface(&node.cfg, cookie::interface_seed_for_isn(isn), now);
+    let mtu = node.cfg.mtu;
+    let mut out = device::Output::default();
+    iface.poll_ingress_single(
+        now,
+        &mut device::OnePacket::with(syn, &mut out, mtu),
+        &mut set,
+    );
+    while iface.poll_egress(now, &mut device::OnePacket::empty(&mut out, mtu), &mut set)
+        != smoltcp::iface::PollResult::None
+    {}
+    out.pop().expect("a SYN-ACK").data
+}
+
+#[test]
+fn a_cookie_syn_ack_is_byte_for_byte_what_smoltcp_writes() {
+    let mut h = Harness::new(|c| c.rx_buf = 256 * 1024);
+    let client = addr("10.77.0.1:50000");
+    for options in [
+        syn_options(),
+        vec![],
+        vec![TcpOptionElement::MaximumSegmentSize(536)],
+    ] {
+        let syn = tcp(client, addr(SERVER), 4242, None, "S", &[], &options);
+        let seg = Segment::parse(&syn).unwrap();
+        let isn = 0xdead_beef;
+        let ours = {
+            let mut buf = Vec::new();
+            h.node.cookie_syn_ack(&seg, isn).emit(&mut buf);
+            buf
+        };
+        let now = h.now;
+        assert_eq!(
+            ours,
+            smoltcp_syn_ack(&mut h.node, now, &syn, isn),
+            "{options:?}"
+        );
+    }
+}

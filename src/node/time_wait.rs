@@ -152,6 +152,7 @@ impl Entry {
             seq: self.snd_nxt,
             ack: Some(self.rcv_nxt),
             rst: false,
+            syn: None,
             window: self.window,
         }
     }

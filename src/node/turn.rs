@@ -367,6 +367,7 @@ impl Node {
                 seq: snd_nxt,
                 ack: Some(rcv_nxt),
                 rst: false,
+                syn: None,
                 window,
             };
             let notes = self.cfg.notes;

@@ -16,7 +16,7 @@ use crate::observe::Segment;
 /// The TTL of segments we build (Linux's default `ip_default_ttl`).
 const TTL: u8 = 64;
 
-/// A segment with no options or payload: a RST or a bare ACK.
+/// A segment with no payload: a RST, a bare ACK, or (with `syn`) a SYN-ACK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bare {
     pub src: SocketAddrV4,
@@ -26,6 +26,16 @@ pub struct Bare {
     pub ack: Option<u32>,
     pub rst: bool,
     pub window: u16,
+    /// A SYN, with these options.
+    pub syn: Option<SynOptions>,
+}
+
+/// The options of a SYN-ACK we write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SynOptions {
+    pub mss: u16,
+    pub window_scale: Option<u8>,
+    pub sack_permitted: bool,
 }
 
 impl Bare {
@@ -34,17 +44,17 @@ impl Bare {
         let tcp = TcpRepr {
             src_port: self.src.port(),
             dst_port: self.dst.port(),
-            control: if self.rst {
-                TcpControl::Rst
-            } else {
-                TcpControl::None
+            control: match (self.rst, self.syn) {
+                (true, _) => TcpControl::Rst,
+                (false, Some(_)) => TcpControl::Syn,
+                (false, None) => TcpControl::None,
             },
             seq_number: TcpSeqNumber(self.seq as i32),
             ack_number: self.ack.map(|a| TcpSeqNumber(a as i32)),
             window_len: self.window,
-            window_scale: None,
-            max_seg_size: None,
-            sack_permitted: false,
+            window_scale: self.syn.and_then(|o| o.window_scale),
+            max_seg_size: self.syn.map(|o| o.mss),
+            sack_permitted: self.syn.is_some_and(|o| o.sack_permitted),
             sack_ranges: [None; 3],
             timestamp: None,
             payload: &[],
@@ -94,6 +104,7 @@ pub fn reset_for(seg: &Segment) -> Option<Bare> {
         ack,
         rst: true,
         window: 0,
+        syn: None,
     })
 }
 
@@ -163,6 +174,7 @@ mod tests {
             ack: Some(5678),
             rst: true,
             window: 0,
+            syn: None,
         };
         let mut out = Vec::new();
         bare.emit(&mut out);
