@@ -111,7 +111,7 @@ fn spoofed_syns_never_keep_a_real_client_out() {
         ns.in_ns(|| {
             let addr: std::net::SocketAddr = "10.77.0.2:80".parse().unwrap();
             // Within a second, or not at all.
-            let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+            let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
                 .expect("a real client connects within a second");
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             exchange(s, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
