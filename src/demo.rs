@@ -81,6 +81,8 @@ pub struct Scenario {
     pub capture: Option<CaptureConfig>,
     /// How long TIME-WAIT lasts on both ends.
     pub time_wait: std::time::Duration,
+    /// Both ends explain their sender's inner life (`--internals on`).
+    pub internals: bool,
 }
 
 impl Default for Scenario {
@@ -105,6 +107,7 @@ impl Default for Scenario {
             keylog: None,
             capture: None,
             time_wait: crate::node::limits::DEFAULT_TIME_WAIT,
+            internals: false,
         }
     }
 }
@@ -242,6 +245,7 @@ pub fn simulate(scenario: &Scenario) -> Result<Outcome, DemoError> {
         backlog: scenario.backlog,
         time_wait: scenario.time_wait,
         notes: notes && scenario.capture_at == Side::Server,
+        internals: scenario.internals,
         ..Config::default()
     };
     let server = Node::new(
@@ -266,6 +270,7 @@ pub fn simulate(scenario: &Scenario) -> Result<Outcome, DemoError> {
         knobs: scenario.knobs,
         time_wait: scenario.time_wait,
         notes: notes && scenario.capture_at == Side::Client,
+        internals: scenario.internals,
         ..Config::default()
     };
     let client_node = Node::new(

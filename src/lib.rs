@@ -17,6 +17,7 @@ pub mod dns;
 pub mod driver;
 pub mod fetch;
 pub mod http;
+pub mod internals;
 pub mod journey;
 pub mod link;
 pub mod node;

@@ -113,6 +113,9 @@ pub struct RecordArgs {
     /// Also write the TLS session secrets to FILE (SSLKEYLOGFILE format). Captures carry them anyway.
     #[arg(long, value_name = "FILE")]
     pub keylog: Option<PathBuf>,
+    /// The sender's inner life on every segment we send: why it left now, bytes in flight, the peer's window, the RTT estimator, what data waited for (in the capture's comments and the journey). Costs a few percent.
+    #[arg(long, value_name = "on|off", default_value = "off", value_parser = on_off, action = clap::ArgAction::Set)]
+    pub internals: bool,
 }
 
 impl RecordArgs {
@@ -220,7 +223,7 @@ impl KnobArgs {
     }
 }
 
-fn on_off(s: &str) -> Result<bool, String> {
+pub fn on_off(s: &str) -> Result<bool, String> {
     match s {
         "on" => Ok(true),
         "off" => Ok(false),

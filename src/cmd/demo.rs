@@ -102,6 +102,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
         keylog: args.record.keylog.clone(),
         capture,
         time_wait: std::time::Duration::from_secs(args.tw.time_wait),
+        internals: args.record.internals,
     };
     let outcome = simulate(&scenario)?;
     let mut out = setup::journey_out(&args.record)?;
@@ -122,7 +123,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
             writeln!(
                 out,
                 "{}",
-                render::side_by_side(("client", &outcome.client), ("server", &outcome.server),)
+                render::side_by_side(
+                    ("client", &outcome.client),
+                    ("server", &outcome.server),
+                    super::setup::terminal_width()
+                )
             )?;
         }
     }

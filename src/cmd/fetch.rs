@@ -176,6 +176,7 @@ pub fn run(args: FetchArgs) -> anyhow::Result<u8> {
         time_wait,
         max_time_wait: args.tw.max_time_wait,
         notes: sink.is_some(),
+        internals: args.record.internals,
         ..Config::default()
     };
     let capture = setup::capture(&args.record, sink)?;

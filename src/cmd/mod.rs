@@ -47,11 +47,15 @@ pub enum Command {
 /// on stderr and a non-zero exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(
+    let logger = env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or("synack=info,smoltcp=warn"),
     )
     .format_timestamp_millis()
-    .init();
+    .build();
+    // smoltcp's trace lines pass through a tap that hands them to the node while it polls a
+    // connection (--internals on); everything else is env_logger's to print.
+    let level = logger.filter();
+    synack::internals::install(Some(Box::new(logger)), level);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Fetch(args) => fetch::run(args),

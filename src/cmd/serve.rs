@@ -196,6 +196,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
         dns_names: args.names.clone(),
         knobs: args.knobs.knobs(),
         notes: sink.is_some(),
+        internals: args.record.internals,
     };
     let name = tun.name().to_owned();
     let capturing = sink.as_ref().map(PcapngSink::describe);

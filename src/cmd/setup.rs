@@ -208,3 +208,17 @@ pub fn report_capture(
         }
     }
 }
+
+/// The width of the terminal on stderr (where the journey goes), or `$COLUMNS`, or 120.
+pub fn terminal_width() -> usize {
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ fills a winsize; on a non-terminal it fails and we fall back.
+    let rc = unsafe { libc::ioctl(2, libc::TIOCGWINSZ, &mut size) };
+    if rc == 0 && size.ws_col > 0 {
+        return usize::from(size.ws_col);
+    }
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(120)
+}

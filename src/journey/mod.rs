@@ -249,6 +249,23 @@ pub enum What {
         streamed: bool,
         keep_alive: bool,
     },
+    /// A segment we sent, and what the sender knew (`--internals on`): why it left now,
+    /// bytes in flight after it, the peer's window, our send buffer's fill, the RTT
+    /// estimator if it took a sample since the last segment, and how long data waited
+    /// before it and why. smoltcp does not expose its congestion window.
+    Segment {
+        why: String,
+        seq: u32,
+        len: u32,
+        flags: &'static str,
+        in_flight: u32,
+        peer_window: u32,
+        tx_fill: usize,
+        tx_capacity: usize,
+        rtt: Option<crate::internals::Rtte>,
+        waited_us: Option<u64>,
+        held_by: Option<&'static str>,
+    },
     /// A response was fully queued into the send buffer.
     Sent {
         bytes: u64,

@@ -49,13 +49,13 @@ pub fn timeline_string(rec: &ConnRecord) -> String {
         rec.bytes_in,
         rec.bytes_out
     );
-    for e in &rec.events {
+    for (e, text) in readable(rec.events.iter()) {
         let _ = writeln!(
             s,
             "  {:>+10.3} ms  {:<8} {}",
             (e.t_us - start) as f64 / 1000.0,
             e.stage.name(),
-            describe(&e.what)
+            text
         );
     }
     if rec.events_dropped > 0 {
@@ -84,6 +84,60 @@ fn syn_options(options: &SynOptions) -> String {
         t += ", SACK-permitted";
     }
     t
+}
+
+/// Whether a timeline shows this event: a segment that left as new data or a plain ACK,
+/// without having waited, is in the capture and the JSON journey, not in the timeline.
+fn shown(what: &What) -> bool {
+    match what {
+        What::Segment { why, waited_us, .. } => {
+            waited_us.is_some() || !(why == "new data" || why == "ACK")
+        }
+        _ => true,
+    }
+}
+
+/// The events a text timeline shows, in words: runs of reads from the receive buffer
+/// (one per segment on a download) fold into one line.
+pub fn readable<'a>(events: impl Iterator<Item = &'a Event>) -> Vec<(&'a Event, String)> {
+    let mut out: Vec<(&Event, String)> = Vec::new();
+    let mut run: Option<(&Event, usize, u64, i64)> = None;
+    let flush = |run: &mut Option<(&'a Event, usize, u64, i64)>,
+                 out: &mut Vec<(&'a Event, String)>| {
+        if let Some((first, n, bytes, last)) = run.take() {
+            if n == 1 {
+                out.push((first, describe(&first.what)));
+            } else {
+                out.push((
+                    first,
+                    format!(
+                        "{n} reads from the receive buffer, {bytes} B in all, over {:.3} ms",
+                        (last - first.t_us) as f64 / 1000.0
+                    ),
+                ));
+            }
+        }
+    };
+    for e in events.filter(|e| shown(&e.what)) {
+        if let What::Received { bytes, .. } = e.what {
+            match run.as_mut() {
+                Some((first, n, total, last)) if first.conn == e.conn => {
+                    *n += 1;
+                    *total += bytes as u64;
+                    *last = e.t_us;
+                }
+                _ => {
+                    flush(&mut run, &mut out);
+                    run = Some((e, 1, bytes as u64, e.t_us));
+                }
+            }
+            continue;
+        }
+        flush(&mut run, &mut out);
+        out.push((e, describe(&e.what)));
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 /// One event in words.
@@ -260,6 +314,30 @@ pub fn describe(what: &What) -> String {
             if *active == 1 { "" } else { "s" }
         ),
         What::State { from, to } => format!("{from} -> {to}"),
+        What::Segment {
+            why,
+            seq,
+            len,
+            in_flight,
+            peer_window,
+            rtt,
+            waited_us,
+            ..
+        } => {
+            let mut t = format!(
+                "segment seq {seq}, {len} B: {why}; {in_flight} B in flight, peer window {peer_window} B"
+            );
+            if let Some(r) = rtt {
+                t += &format!(
+                    "; RTT sample {} ms, SRTT {} ms, RTTVAR {} ms, RTO {} ms",
+                    r.sample_ms, r.srtt_ms, r.rttvar_ms, r.rto_ms
+                );
+            }
+            if let Some(w) = waited_us {
+                t += &format!("; it waited {:.1} ms", *w as f64 / 1000.0);
+            }
+            t
+        }
         What::Received {
             bytes,
             rx_fill,
@@ -370,35 +448,43 @@ pub fn describe(what: &What) -> String {
     }
 }
 
-/// Width of each side's column in [`side_by_side`].
-const COLUMN: usize = 60;
+/// Narrowest and widest column [`side_by_side`] makes.
+const MIN_COLUMN: usize = 30;
+const MAX_COLUMN: usize = 80;
 
 /// Two ends' journeys in one timeline: `left` on the left, `right` on the right, each
-/// event on the line of its time (relative to the first event of either).
-pub fn side_by_side(left: (&str, &Kept), right: (&str, &Kept)) -> String {
+/// event on the line of its time (relative to the first event of either), in `width`
+/// characters (the terminal's).
+pub fn side_by_side(left: (&str, &Kept), right: (&str, &Kept), width: usize) -> String {
     use std::fmt::Write;
-    let mut rows: Vec<(i64, usize, usize, &Event)> = Vec::new();
+    let column = (width.saturating_sub(16) / 2).clamp(MIN_COLUMN, MAX_COLUMN);
+    let mut rows: Vec<(i64, usize, usize, &Event, String)> = Vec::new();
     for (side, kept) in [left.1, right.1].into_iter().enumerate() {
-        rows.extend(kept.events().enumerate().map(|(i, e)| (e.t_us, side, i, e)));
+        rows.extend(
+            readable(kept.events())
+                .into_iter()
+                .enumerate()
+                .map(|(i, (e, text))| (e.t_us, side, i, e, text)),
+        );
     }
-    rows.sort_by_key(|&(t, side, i, _)| (t, side, i));
+    rows.sort_by_key(|r| (r.0, r.1, r.2));
     let start = rows.first().map_or(0, |r| r.0);
     let mut s = String::new();
-    let _ = writeln!(s, "{:>10}   {:<COLUMN$} | {}", "ms", left.0, right.0);
-    let _ = writeln!(s, "{:>10}   {:-<COLUMN$} | {:-<COLUMN$}", "", "", "");
-    for (t, side, _, e) in rows {
+    let _ = writeln!(s, "{:>10}   {:<column$} | {}", "ms", left.0, right.0);
+    let _ = writeln!(s, "{:>10}   {:-<column$} | {:-<column$}", "", "", "");
+    for (t, side, _, e, text) in rows {
         let conn = e.conn.map(|c| format!("#{c} ")).unwrap_or_default();
-        let text = format!("{conn}{:<8} {}", e.stage.name(), describe(&e.what));
-        for (n, line) in wrap(&text, COLUMN).iter().enumerate() {
+        let text = format!("{conn}{:<8} {text}", e.stage.name());
+        for (n, line) in wrap(&text, column).iter().enumerate() {
             let time = if n == 0 {
                 format!("{:+10.3}", (t - start) as f64 / 1000.0)
             } else {
                 String::new()
             };
             let _ = if side == 0 {
-                writeln!(s, "{time:>10}   {line:<COLUMN$} |")
+                writeln!(s, "{time:>10}   {line:<column$} |")
             } else {
-                writeln!(s, "{time:>10}   {:<COLUMN$} | {line}", "")
+                writeln!(s, "{time:>10}   {:<column$} | {line}", "")
             };
         }
     }

@@ -77,6 +77,7 @@ impl Node {
                 peak_rx: 0,
                 peak_tx: 0,
                 counted_active: false,
+                inside: Default::default(),
             },
         );
         Ok(slot)

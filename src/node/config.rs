@@ -148,6 +148,9 @@ pub struct Config {
     /// Explain packets in words (the capture's comments): what each segment is and what
     /// it caused. Off when nothing records them, to save the formatting.
     pub notes: bool,
+    /// The sender's inner life on every segment we send (`--internals on`): why it left,
+    /// bytes in flight, the peer's window, the RTT estimator, what data waited for.
+    pub internals: bool,
 }
 
 impl Config {
@@ -185,6 +188,7 @@ impl Default for Config {
             dns_names: vec!["synack.test".into()],
             knobs: TcpKnobs::default(),
             notes: true,
+            internals: false,
         }
     }
 }

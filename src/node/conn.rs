@@ -140,6 +140,8 @@ pub struct Conn {
     /// Counted among the node's active connections (taken by the application, not yet
     /// closing).
     pub counted_active: bool,
+    /// The sender's inner life (`--internals on`).
+    pub inside: super::inside::Inside,
 }
 
 impl Conn {

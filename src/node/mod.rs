@@ -38,6 +38,7 @@ mod device;
 mod drive;
 mod fragments;
 mod guard;
+mod inside;
 mod misc;
 mod record;
 mod resolver;
@@ -133,6 +134,8 @@ pub struct Node {
     in_note: String,
     /// Connections being served (taken by the application, not yet closed by us).
     active: usize,
+    /// What smoltcp said while each packet of the current turn left (with internals on).
+    heard: Vec<(usize, inside::Heard)>,
     /// Ephemeral ports handed out so far (the next derives from the seed and this).
     ports_used: u32,
 }
@@ -173,8 +176,12 @@ impl Node {
             counters: Counters::default(),
             in_note: String::new(),
             active: 0,
+            heard: Vec::new(),
             ports_used: 0,
         };
+        if node.cfg.internals {
+            crate::internals::enable();
+        }
         if let Some(port) = node.cfg.dns_port {
             let zone = crate::dns::Zone::new(node.cfg.dns_names.clone(), node.cfg.addr);
             let resolver = resolver::Resolver::new(&mut node.misc, port, zone);

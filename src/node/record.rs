@@ -4,6 +4,7 @@
 use smoltcp::time::Instant;
 
 use super::conn::{Conn, Opened};
+use super::inside::Heard;
 use super::time_wait::Entry;
 use crate::journey::{Journal, Stage, What};
 use crate::observe::{Direction, Observed, Role, Segment};
@@ -260,6 +261,86 @@ pub fn time_wait_ended(journal: &mut Journal, now: Instant, entry: &Entry, why: 
         What::TimeWaitEnded {
             why: why.name(),
             after_ms: (now - entry.entered).total_millis(),
+        },
+    );
+}
+
+/// With internals on: why a segment we send left now and what the sender knew, in its
+/// words and in the journey.
+#[allow(clippy::too_many_arguments)]
+pub fn inside_out(
+    journal: &mut Journal,
+    note: &mut String,
+    notes: bool,
+    now: Instant,
+    conn: &mut Conn,
+    seg: &Segment,
+    heard: &Heard,
+    resent: bool,
+    timer: bool,
+) {
+    let why = conn.inside.why(heard, seg, resent, timer);
+    let in_flight = conn.inside.in_flight(conn.seq.snd_nxt.unwrap_or(seg.seq));
+    let peer_window = conn.inside.peer_window;
+    let sock = conn.socket();
+    let (tx_fill, tx_capacity) = (sock.send_queue(), sock.send_capacity());
+    let rtt = if conn.inside.rtte_fresh {
+        conn.inside.rtte_fresh = false;
+        conn.inside.rtte
+    } else {
+        None
+    };
+    // The data that waited leaves now: new data after a hold (a retransmission says its
+    // own reason).
+    let waited = (seg.payload_len > 0 && !resent)
+        .then(|| conn.inside.held.take())
+        .flatten()
+        .map(|(since, hold)| (now - since, hold))
+        .filter(|(w, _)| w.total_micros() > 0);
+    if notes {
+        super::append(note, format_args!("why: {why}"));
+        super::append(
+            note,
+            format_args!(
+                "in flight {in_flight} B, peer window {peer_window} B, send buffer {tx_fill}/{tx_capacity} B"
+            ),
+        );
+        if let Some(r) = rtt {
+            super::append(
+                note,
+                format_args!(
+                    "rtt sample {} ms, srtt {} ms, rttvar {} ms, rto {} ms",
+                    r.sample_ms, r.srtt_ms, r.rttvar_ms, r.rto_ms
+                ),
+            );
+        }
+        if let Some((w, hold)) = waited {
+            super::append(
+                note,
+                format_args!(
+                    "waited {:.1} ms: {}",
+                    w.total_micros() as f64 / 1000.0,
+                    hold.text()
+                ),
+            );
+        }
+    }
+    journal.record(
+        Some(conn.id),
+        now.total_micros(),
+        Stage::Send,
+        What::Segment {
+            why,
+            seq: seg.seq,
+            len: seg.payload_len,
+            flags: seg.flags_text(),
+            in_flight,
+            peer_window,
+            tx_fill,
+            tx_capacity,
+            rtt,
+            waited_us: waited.map(|(w, _)| w.total_micros()),
+            held_by: waited.map(|(_, h)| h.name()),
         },
     );
 }

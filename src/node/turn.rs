@@ -11,6 +11,7 @@ use super::conn::{Conn, Opened, Queue};
 use super::cookie::interface_seed_for_isn;
 use super::device::OnePacket;
 use super::drive::{Drive, drive};
+use super::inside::Heard;
 use super::record::{self, Attach, TimeWaitEnd};
 use super::time_wait::Entry;
 use super::timers::Owner;
@@ -63,9 +64,15 @@ impl Node {
         let first_out = self.out.len();
         let timer = matches!(cause, Cause::Timer);
         let shutdown = matches!(cause, Cause::Shutdown);
+        let internals = self.cfg.internals;
+        self.heard.clear();
         if let Cause::Packet { packet, seg, isn } = cause {
             let role = conn.track.classify(Direction::In, &seg);
             conn.seq.received(&seg);
+            conn.inside.inbound(&seg);
+            if internals {
+                crate::internals::listen();
+            }
             let mut dev = OnePacket::with(packet, &mut self.out, mtu);
             match isn {
                 // smoltcp draws the ISN while it takes the SYN: from an interface seeded
@@ -76,6 +83,14 @@ impl Node {
                 }
                 None => {
                     self.iface.poll_ingress_single(now, &mut dev, &mut conn.set);
+                }
+            }
+            if internals {
+                let heard = crate::internals::finish(Heard::from_lines);
+                conn.inside.heard_in(&heard);
+                // A segment sent while taking this one (an immediate ACK).
+                for i in first_out..self.out.len() {
+                    self.heard.push((i, heard));
                 }
             }
             record::observed_in(
@@ -99,12 +114,26 @@ impl Node {
             self.serve(now, &mut conn);
         }
         self.scan(now, slot, &mut conn, Attach::NextOut);
-        while self.iface.poll_egress(
-            now,
-            &mut OnePacket::empty(&mut self.out, mtu),
-            &mut conn.set,
-        ) != smoltcp::iface::PollResult::None
-        {}
+        loop {
+            let before = self.out.len();
+            if internals {
+                crate::internals::listen();
+            }
+            let result = self.iface.poll_egress(
+                now,
+                &mut OnePacket::empty(&mut self.out, mtu),
+                &mut conn.set,
+            );
+            if internals {
+                let heard = crate::internals::finish(Heard::from_lines);
+                for i in before..self.out.len() {
+                    self.heard.push((i, heard));
+                }
+            }
+            if result == smoltcp::iface::PollResult::None {
+                break;
+            }
+        }
         for i in first_out..self.out.len() {
             let Some(out) = self.out.get_mut(i) else {
                 break;
@@ -116,6 +145,10 @@ impl Node {
                 continue;
             }
             let role = conn.track.classify(Direction::Out, &seg);
+            let resent = conn
+                .seq
+                .snd_nxt
+                .is_some_and(|n| !crate::observe::seq_ge(seg.seq, n));
             conn.seq.sent(&seg);
             record::observed_out(
                 &mut self.journal,
@@ -126,11 +159,53 @@ impl Node {
                 &seg,
                 role,
             );
+            if internals {
+                let heard = self
+                    .heard
+                    .iter()
+                    .find(|(j, _)| *j == i)
+                    .map(|(_, h)| *h)
+                    .unwrap_or_default();
+                record::inside_out(
+                    &mut self.journal,
+                    &mut out.note,
+                    self.cfg.notes,
+                    now,
+                    &mut conn,
+                    &seg,
+                    &heard,
+                    resent,
+                    timer,
+                );
+            }
+        }
+        if internals {
+            self.watch_holds(now, &mut conn);
         }
         // Transitions seen now were caused by timers (retransmissions given up) or by
         // our own segments: the journal has them.
         self.scan(now, slot, &mut conn, Attach::Journal);
         self.settle(now, slot, conn);
+    }
+
+    /// With internals on: does data wait in the send buffer after this turn? From the
+    /// first turn it does, note why; the new data that finally leaves says how long it
+    /// waited.
+    fn watch_holds(&mut self, now: Instant, conn: &mut Conn) {
+        if conn.inside.held.is_some() {
+            return;
+        }
+        let sock = conn.socket();
+        let in_flight = conn.inside.in_flight(conn.seq.snd_nxt.unwrap_or(0));
+        let unsent = sock.send_queue().saturating_sub(in_flight as usize);
+        let knobs = self.cfg.knobs;
+        let cc = knobs.congestion != super::Congestion::None;
+        if let Some(hold) = conn
+            .inside
+            .hold(unsent, in_flight, self.cfg.mtu - 40, knobs.nagle, cc)
+        {
+            conn.inside.held = Some((now, hold));
+        }
     }
 
     /// Moves bytes between the connection's socket and its conversation.
