@@ -15,13 +15,18 @@ Measures, in one run and on the same machine:
 For each: keep-alive requests/s and new connections/s (wrk, Connection: close) for a
 100-byte response, and MB/s for a download of BYTES (default 1000000000) with curl.
 synack runs twice: capture off and capture on (the capture goes under captures/ and is
-deleted afterwards). Prints one table with the ratios.
+deleted afterwards). Then the scale section: keep-alive requests/s at 10, 1000 and 4000
+connections (errors counted), a 200 MB download on a fresh server, right after a burst of
+20000 Connection: close requests, and with 5000 idle keep-alive connections open; the
+resident memory with 10000 idle keep-alive connections (each served one request) and after
+they close; and what --internals on costs. Prints the tables with the ratios.
 
   -d SECONDS      length of each wrk run (default 5)
   -c CONNECTIONS  wrk connections (default 10)
   -s BYTES        size of the download (default 1000000000)
   -r RUNS         downloads per configuration; the median is reported (default 7)
-Needs wrk, nginx and curl (installed with apt-get if missing).
+  -S              the scale section only
+Needs wrk, nginx, curl and ab (installed with apt-get if missing) and python3.
 USAGE
 }
 
@@ -29,21 +34,23 @@ secs=5
 conns=10
 size=1000000000
 runs=7
-while getopts "d:c:s:r:h" opt; do
+scale_only=""
+while getopts "d:c:s:r:Sh" opt; do
   case $opt in
     d) secs=$OPTARG ;;
     c) conns=$OPTARG ;;
     s) size=$OPTARG ;;
     r) runs=$OPTARG ;;
+    S) scale_only=1 ;;
     h) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
 done
 need_root
-for tool in wrk nginx curl; do
+for tool in wrk nginx curl ab; do
   if ! command -v "$tool" >/dev/null; then
     echo "installing $tool (apt-get)..."
-    pkg=$tool; [ "$tool" = nginx ] && pkg=nginx-light
+    pkg=$tool; [ "$tool" = nginx ] && pkg=nginx-light; [ "$tool" = ab ] && pkg=apache2-utils
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null || die "cannot install $pkg: apt-get install $pkg"
   fi
 done
@@ -60,6 +67,7 @@ cleanup() {
   trap - EXIT INT TERM
   [ -z "$server_pid" ] || { kill -TERM "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; } || true
   [ -z "$nginx_pid" ] || { kill -TERM "$nginx_pid" 2>/dev/null; wait "$nginx_pid" 2>/dev/null; } || true
+  [ -z "${hold_pid:-}" ] || { kill "$hold_pid" 2>/dev/null; wait "$hold_pid" 2>/dev/null; } || true
   "$top/netns-scripts/down.sh" -n "$ns" || true
   "$top/netns-scripts/down.sh" -n "$ref" || true
   rm -rf "$work" captures/bench-*.pcapng
@@ -93,13 +101,15 @@ def write(path, n):
             f.write(block); n -= len(block)
         f.write(block[:n])
 write(sys.argv[1] + "/100", 100)
+write(sys.argv[1] + "/200000000", 200000000)
 write(sys.argv[1] + "/" + sys.argv[2], int(sys.argv[2]))
 PY
 cat > "$work/nginx.conf" <<NGINX
 worker_processes 1;
 pid $work/nginx.pid;
 error_log $work/nginx-error.log;
-events { worker_connections 4096; }
+worker_rlimit_nofile 20000;
+events { worker_connections 16384; }
 http {
   access_log off;
   sendfile on;
@@ -138,8 +148,49 @@ download() {
 }
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
+# wrk with C connections for D seconds: "requests/s errors" (errors: connect, read, write,
+# timeouts and non-2xx answers, summed).
+wrk_scale() {
+  local c=$1 d=$2; shift 2
+  in_ns sh -c "ulimit -n 20000; wrk -t2 -c$c -d${d}s --timeout 5s $*" 2>/dev/null | awk '
+    /Requests\/sec/ { rate = $2 }
+    /Socket errors/ { gsub(",", ""); errors += $4 + $6 + $8 + $10 }
+    /Non-2xx/ { errors += $NF }
+    END { printf "%d %d\n", rate, errors }'
+}
+
+# Holds N keep-alive connections open to HOST, each having had one response, until killed.
+cat > "$work/hold.py" <<'PY'
+import socket, sys, time
+n, host, ready = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+held = []
+for i in range(n):
+    s = socket.create_connection((host, 80), timeout=10)
+    s.sendall(b"GET /bytes/100 HTTP/1.1\r\nHost: bench\r\n\r\n")
+    got = b""
+    while not (b"\r\n\r\n" in got and len(got.split(b"\r\n\r\n", 1)[1]) >= 100):
+        chunk = s.recv(65536)
+        if not chunk:
+            sys.exit("connection %d closed early" % i)
+        got += chunk
+    held.append(s)
+open(ready, "w").write("%d\n" % len(held))
+while True:
+    time.sleep(3600)
+PY
+hold_pid=""
+hold() {
+  rm -f "$work/held"
+  ip netns exec "$ns" sh -c "ulimit -n 20000; exec python3 '$work/hold.py' $1 $2 '$work/held'" &
+  hold_pid=$!
+  wait_for 120 test -s "$work/held" || die "could not open $1 connections to $2"
+}
+unhold() { kill "$hold_pid" 2>/dev/null; wait "$hold_pid" 2>/dev/null || true; hold_pid=""; }
+rss_kb() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
+
 declare -A R
 off_flags=(--no-capture)
+if [ -z "$scale_only" ]; then
 on_flags=(--capture "captures/bench-$$.pcapng")
 
 echo "measuring the kernel reference..."
@@ -147,8 +198,8 @@ R[kernel,ka]=$(wrk_rate "http://10.78.0.2/bytes/100")
 R[kernel,cc]=$(wrk_rate -H "Connection: close" "http://10.78.0.2/bytes/100")
 R[kernel,dl]=$(for i in $(seq "$runs"); do download "http://10.78.0.2/bytes/$size"; done | median)
 
-# Each synack measurement gets a fresh server: the connections a Connection: close run
-# leaves in TIME-WAIT (10 s) would otherwise slow the next measurement (see README).
+# Each synack measurement gets a fresh server, so each starts from the same state (the
+# scale section measures what a Connection: close burst leaves behind on purpose).
 for name in off on; do
   echo "measuring synack, capture $name..."
   flags="${name}_flags[@]"
@@ -193,3 +244,88 @@ echo "                                 capture on  $(tr '\n' ' ' < "$work/dl-on"
 echo
 echo "synack's own counts, run by run:"
 sed 's/, [0-9]* DNS answers ([0-9]* datagrams dropped)//' "$work/summaries"
+fi
+
+# --- the scale section -------------------------------------------------------------
+# Every measurement with a fresh server (and nginx reference where there is one), so that
+# what one leaves behind (TIME-WAIT, idle connections) is measured only where meant to be.
+declare -A S
+echo "scale: keep-alive at 10, 1000 and 4000 connections..."
+for c in 10 1000 4000; do
+  S[kernel,ka$c]=$(wrk_scale "$c" "$secs" "http://10.78.0.2/bytes/100")
+  start_synack --no-capture; S[synack,ka$c]=$(wrk_scale "$c" "$secs" "http://10.77.0.2/bytes/100"); stop_synack "keep-alive, $c connections"
+done
+echo "scale: new connections/s..."
+S[kernel,cc]=$(wrk_scale 100 "$secs" -H "'Connection: close'" "http://10.78.0.2/bytes/100")
+start_synack --no-capture; S[synack,cc]=$(wrk_scale 100 "$secs" -H "'Connection: close'" "http://10.77.0.2/bytes/100"); stop_synack "close, 100 connections"
+echo "scale: 200 MB downloads: fresh, after a 20000-request close burst, with 5000 idle connections..."
+big="http://10.77.0.2/bytes/200000000"
+dl_fresh=(); dl_burst=(); dl_idle=(); tw_after=""
+for i in $(seq 3); do
+  start_synack --no-capture
+  dl_fresh+=("$(download "$big")")
+  stop_synack "download 200 MB, fresh"
+  start_synack --no-capture
+  in_ns ab -q -s 10 -c 50 -n 20000 http://10.77.0.2/bytes/100 >/dev/null 2>&1 || true
+  tw_after=$(in_ns curl -s --max-time 5 http://10.77.0.2/stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["time_wait"])')
+  dl_burst+=("$(download "$big")")
+  stop_synack "download 200 MB after 20000 closed"
+  start_synack --no-capture --idle-timeout 3600
+  hold 5000 10.77.0.2
+  dl_idle+=("$(download "$big")")
+  unhold
+  stop_synack "download 200 MB, 5000 idle open"
+done
+S[fresh]=$(printf '%s\n' "${dl_fresh[@]}" | median)
+S[burst]=$(printf '%s\n' "${dl_burst[@]}" | median)
+S[idle]=$(printf '%s\n' "${dl_idle[@]}" | median)
+echo "scale: memory with 10000 idle keep-alive connections..."
+start_synack --no-capture --idle-timeout 3600
+S[rss0]=$(rss_kb "$server_pid")
+hold 10000 10.77.0.2
+S[rss10k]=$(rss_kb "$server_pid")
+unhold
+wait_for 30 sh -c "[ \$(ip netns exec '$ns' curl -s --max-time 2 http://10.77.0.2/stats | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"active_connections\"])') -le 1 ]" || true
+S[rssafter]=$(rss_kb "$server_pid")
+stop_synack "10000 idle connections"
+hold_ref() {
+  rm -f "$work/held"
+  ip netns exec "$ns" sh -c "ulimit -n 20000; exec python3 '$work/hold.py' 10000 10.78.0.2 '$work/held'" &
+  hold_pid=$!
+  wait_for 120 test -s "$work/held" || die "could not open 10000 connections to nginx"
+}
+hold_ref; S[nginx10k]=$(rss_kb "$nginx_pid"); unhold
+echo "scale: what --internals on costs..."
+start_synack --no-capture --internals on; S[int,ka]=$(wrk_scale 100 "$secs" "http://10.77.0.2/bytes/100"); stop_synack "keep-alive, internals on"
+start_synack --no-capture; S[noint,ka]=$(wrk_scale 100 "$secs" "http://10.77.0.2/bytes/100"); stop_synack "keep-alive, internals off"
+start_synack --no-capture --internals on; S[int,dl]=$(download "$big"); stop_synack "download, internals on"
+start_synack --no-capture; S[noint,dl]=$(download "$big"); stop_synack "download, internals off"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+first() { echo "${1%% *}"; }
+second() { echo "${1##* }"; }
+echo
+printf "%-44s %14s %14s %8s  %s\n" "scale" "kernel (nginx)" "synack" "ratio" "target"
+srow() {
+  printf "%-44s %14s %14s %8s  %s\n" "$1" "$2" "$3" "$(ratio "$(first "$3")" "$(first "$2")")" "$4"
+}
+for c in 10 1000 4000; do
+  srow "keep-alive req/s, $c conns (errors)" \
+    "$(first "${S[kernel,ka$c]}") ($(second "${S[kernel,ka$c]}"))" \
+    "$(first "${S[synack,ka$c]}") ($(second "${S[synack,ka$c]}"))" \
+    "$([ "$c" = 4000 ] && echo ">= 1.00, 0 errors")"
+done
+srow "new connections/s, 100 conns (errors)" \
+  "$(first "${S[kernel,cc]}") ($(second "${S[kernel,cc]}"))" \
+  "$(first "${S[synack,cc]}") ($(second "${S[synack,cc]}"))" ">= 1.00"
+printf "%-44s %14s %14s %8s  %s\n" "200 MB download MB/s, fresh" "" "${S[fresh]}" "1.00" ""
+printf "%-44s %14s %14s %8s  %s\n" "  right after 20000 Connection: close" "" "${S[burst]}" "$(ratio "${S[burst]}" "${S[fresh]}")" ">= 0.80 of fresh"
+printf "%-44s %14s %14s %8s  %s\n" "  with 5000 idle connections open" "" "${S[idle]}" "$(ratio "${S[idle]}" "${S[fresh]}")" ">= 0.80 of fresh"
+printf "%-44s %14s %14s %8s  %s\n" "RSS MB, 10000 idle keep-alive connections" "$((S[nginx10k] / 1024))" "$((S[rss10k] / 1024))" "" "<= 500 MB"
+printf "%-44s %14s %14s %8s  %s\n" "RSS MB, started / after they closed" "" "$((S[rss0] / 1024)) / $((S[rssafter] / 1024))" "" "falls back"
+printf "%-44s %14s %14s %8s  %s\n" "--internals on: keep-alive req/s, on/off" "" "${S[int,ka]%% *} / ${S[noint,ka]%% *}" "$(ratio "${S[int,ka]%% *}" "${S[noint,ka]%% *}")" ""
+printf "%-44s %14s %14s %8s  %s\n" "--internals on: download MB/s, on/off" "" "${S[int,dl]} / ${S[noint,dl]}" "$(ratio "${S[int,dl]}" "${S[noint,dl]}")" ""
+echo
+echo "downloads, MB/s: fresh ${dl_fresh[*]}; after the burst ${dl_burst[*]}; with 5000 idle ${dl_idle[*]}"
+echo "TIME-WAIT entries right after the 20000-request burst: $tw_after"
+[ -z "$scale_only" ] || { echo; echo "synack's own counts, run by run:"; sed 's/, [0-9]* DNS answers ([0-9]* datagrams dropped)//' "$work/summaries"; }

@@ -38,7 +38,13 @@ pub struct TunDriver {
     rx: Box<[u8]>,
     last_error_log: Option<Instant>,
     pub device_errors: u64,
+    /// The most connections the node held since memory was last given back.
+    peak: usize,
 }
+
+/// Connections that must have gone since the last trim before the heap is trimmed: a
+/// load ended.
+const TRIM_AFTER: usize = 1000;
 
 impl TunDriver {
     pub fn new(tun: TunDevice, link: Link, edge: Edge, stop: Stop) -> Self {
@@ -50,6 +56,7 @@ impl TunDriver {
             rx: vec![0; MAX_PACKET].into_boxed_slice(),
             last_error_log: None,
             device_errors: 0,
+            peak: 0,
         }
     }
 
@@ -96,6 +103,7 @@ impl TunDriver {
         self.send_all(now);
         self.check_device(now)?;
         self.edge.idle(now);
+        self.give_back_memory();
         if self.stopped() {
             return Ok(());
         }
@@ -139,6 +147,24 @@ impl TunDriver {
             while let Some(a) = self.link.take_due(Direction::Out, now) {
                 self.tun.send(&a.data);
                 self.link.recycle(a);
+            }
+        }
+    }
+
+    /// Once a load has ended (a thousand connections and more gone since the peak), the
+    /// heap's free pages go back to the kernel. Socket buffers go back on their own when
+    /// each connection closes; what glibc's allocator keeps of the rest (sockets,
+    /// sessions, journeys) only `malloc_trim` returns, so that RSS falls after a load.
+    fn give_back_memory(&mut self) {
+        let (conns, time_wait) = self.edge.node.connections();
+        let held = conns + time_wait;
+        if held > self.peak {
+            self.peak = held;
+        } else if self.peak - held >= TRIM_AFTER {
+            self.peak = held;
+            // SAFETY: malloc_trim only releases free memory of the allocator's arenas.
+            unsafe {
+                libc::malloc_trim(0);
             }
         }
     }
