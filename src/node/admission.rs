@@ -13,13 +13,14 @@ use super::conn::{Conn, Opened, Queue, SeqTrack};
 use super::cookie::{Carried, interface_seed_for_isn};
 use super::device::Discard;
 use super::turn::Cause;
-use super::{Node, NodeError, interface, wire};
+use super::{Node, NodeError, SocketOptions, interface, wire};
 use crate::journey::{ConnId, Stage, What};
 use crate::observe::{FourTuple, Segment, Track};
 use crate::session::{Conversation, ServerSession};
 
 impl Node {
     /// A connection with a fresh socket in its own set, in the table (not yet polled).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new_conn(
         &mut self,
         now: Instant,
@@ -27,13 +28,12 @@ impl Node {
         opened_by: Opened,
         session: Option<Box<dyn Conversation>>,
         id: Option<ConnId>,
+        opts: SocketOptions,
+        app: bool,
     ) -> Result<u32, NodeError> {
-        let rx = self
-            .rx_pool
-            .take(self.cfg.rx_buf)
-            .ok_or(NodeError::NoMemory)?;
-        let Some(tx) = self.tx_pool.take(self.cfg.tx_buf) else {
-            self.rx_pool.put(rx);
+        let rx = self.pools.take(opts.rx_buf).ok_or(NodeError::NoMemory)?;
+        let Some(tx) = self.pools.take(opts.tx_buf) else {
+            self.pools.put(rx);
             return Err(NodeError::NoMemory);
         };
         // SAFETY: each region goes to this socket alone, and `remove_conn` drops the
@@ -43,7 +43,7 @@ impl Node {
             tcp::SocketBuffer::new(rx_buf),
             tcp::SocketBuffer::new(tx_buf),
         );
-        self.cfg.knobs.apply(&mut socket);
+        opts.knobs.apply(&mut socket);
         let mut set = SocketSet::new(Vec::with_capacity(1));
         let handle = set.add(socket);
         let id = id.unwrap_or_else(|| {
@@ -78,6 +78,7 @@ impl Node {
                 peak_tx: 0,
                 counted_active: false,
                 inside: Default::default(),
+                app,
             },
         );
         Ok(slot)
@@ -94,7 +95,8 @@ impl Node {
         isn: Option<u32>,
     ) -> Result<(), NodeError> {
         let tuple = seg.tuple(crate::observe::Direction::In);
-        let slot = self.new_conn(now, tuple, Opened::Passive { port }, None, None)?;
+        let (opts, app) = self.listener_options(port);
+        let slot = self.new_conn(now, tuple, Opened::Passive { port }, None, None, opts, app)?;
         let conn = self.conns.get_mut(slot).expect("just made");
         conn.state = tcp::State::Listen;
         if conn.socket_mut().listen(port).is_err() {
@@ -111,19 +113,17 @@ impl Node {
     /// MSS, our window scale and SACK-permitted if the SYN offered them. Written here so a
     /// cookie costs no socket; a test checks it against smoltcp's own, byte for byte.
     pub(super) fn cookie_syn_ack(&self, syn: &Segment, isn: u32) -> wire::Bare {
+        let rx_buf = self.listener_options(syn.dst.port()).0.rx_buf;
         wire::Bare {
             src: syn.dst,
             dst: syn.src,
             seq: isn,
             ack: Some(syn.seq.wrapping_add(1)),
             rst: false,
-            window: u16::try_from(self.cfg.rx_buf).unwrap_or(u16::MAX),
+            window: u16::try_from(rx_buf).unwrap_or(u16::MAX),
             syn: Some(wire::SynOptions {
                 mss: (self.cfg.mtu - 40) as u16,
-                window_scale: syn
-                    .options
-                    .window_scale
-                    .map(|_| wscale_for(self.cfg.rx_buf)),
+                window_scale: syn.options.window_scale.map(|_| wscale_for(rx_buf)),
                 sack_permitted: syn.options.sack_permitted,
             }),
         }
@@ -143,7 +143,8 @@ impl Node {
     ) -> Result<(), NodeError> {
         let port = self.listeners[l].port;
         let tuple = ack.tuple(crate::observe::Direction::In);
-        let slot = self.new_conn(now, tuple, Opened::Passive { port }, None, None)?;
+        let (opts, app) = (self.listeners[l].opts, self.listeners[l].app);
+        let slot = self.new_conn(now, tuple, Opened::Passive { port }, None, None, opts, app)?;
         let mtu = self.cfg.mtu;
         let syn = synthetic_syn(&ack, carried);
         let mut iface = interface(&self.cfg, interface_seed_for_isn(cookie), now);
@@ -168,7 +169,7 @@ impl Node {
         // What the SYN-ACK said, as smoltcp wrote it: the window field and our scale.
         conn.seq.snd_nxt = Some(cookie.wrapping_add(1));
         conn.seq.our_wscale = if carried.window_scale.is_some() {
-            wscale_for(self.cfg.rx_buf)
+            wscale_for(opts.rx_buf)
         } else {
             0
         };
@@ -201,6 +202,12 @@ impl Node {
         let Some(l) = self.listeners.iter().position(|l| l.port == port) else {
             return;
         };
+        if self.listeners[l].app {
+            // The application takes it with app_accept.
+            conn.queue = Queue::Accept;
+            self.listeners[l].accept.push_back((slot, conn.generation));
+            return;
+        }
         if self.active < self.cfg.max_conns && self.listeners[l].accept.is_empty() {
             self.accept(now, l, conn);
         } else {
@@ -233,6 +240,14 @@ impl Node {
         );
     }
 
+    /// What sockets on `port` are made with, and whether the application takes them.
+    pub(super) fn listener_options(&self, port: u16) -> (SocketOptions, bool) {
+        self.listeners
+            .iter()
+            .find(|l| l.port == port)
+            .map_or((self.cfg.socket_options(), false), |l| (l.opts, l.app))
+    }
+
     /// A place among the served connections is free: the oldest connection waiting in an
     /// accept queue takes it.
     pub(super) fn pop_accept(&mut self, now: Instant) {
@@ -241,6 +256,7 @@ impl Node {
                 .listeners
                 .iter_mut()
                 .enumerate()
+                .filter(|(_, l)| !l.app)
                 .find_map(|(i, l)| Some((i, l.accept.pop_front()?)))
             else {
                 return;

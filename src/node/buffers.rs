@@ -33,6 +33,8 @@ fn page_size() -> usize {
 pub struct Region {
     ptr: NonNull<u8>,
     len: usize,
+    /// The region's whole size (its pool's).
+    cap: usize,
 }
 
 impl Region {
@@ -57,7 +59,7 @@ impl Region {
     /// `mincore(2)` says.
     pub fn resident(&self) -> usize {
         let page = page_size();
-        let pages = self.len.div_ceil(page);
+        let pages = self.cap.div_ceil(page);
         let mut vec = [0u8; 256];
         let mut total = 0;
         let mut done = 0;
@@ -79,6 +81,43 @@ impl Region {
             done += n;
         }
         total * page
+    }
+}
+
+/// Pools of regions, one per size asked for (a server has two sizes; a script's sockets
+/// may ask for others with SO_RCVBUF and SO_SNDBUF).
+#[derive(Debug, Default)]
+pub struct Pools {
+    pools: Vec<Pool>,
+}
+
+impl Pools {
+    /// A region of at least `size` bytes (`len()` is `size`).
+    pub fn take(&mut self, size: usize) -> Option<Region> {
+        let want = Pool::new(size).size;
+        let i = match self.pools.iter().position(|p| p.size == want) {
+            Some(i) => i,
+            None => {
+                self.pools.push(Pool::new(size));
+                self.pools.len() - 1
+            }
+        };
+        self.pools[i].take(size)
+    }
+
+    /// Gives a region back to the pool it came from.
+    pub fn put(&mut self, region: Region) {
+        if let Some(p) = self.pools.iter_mut().find(|p| p.size == region.cap) {
+            p.put(region);
+        }
+    }
+
+    /// Bytes of address space mapped for regions.
+    pub fn mapped_bytes(&self) -> usize {
+        self.pools
+            .iter()
+            .map(|p| p.mapped() * p.region_size())
+            .sum()
     }
 }
 
@@ -139,6 +178,7 @@ impl Pool {
             self.spare.push(Region {
                 ptr: NonNull::new(p)?,
                 len: self.size,
+                cap: self.size,
             });
         }
         self.mapped += REGIONS_PER_MAP;
@@ -158,6 +198,7 @@ impl Pool {
             self.spare.push(Region {
                 ptr: region.ptr,
                 len: self.size,
+                cap: self.size,
             });
         } else {
             // SAFETY: unmapping part of a larger mapping is allowed; nobody uses it now.

@@ -88,7 +88,7 @@ pub enum ConnStatus {
 
 /// A deterministic spread of ports: splitmix64 of the seed and a counter, so a seeded
 /// run picks the same ports every time.
-fn ephemeral_port(seed: u64, n: u32) -> u16 {
+pub(super) fn ephemeral_port(seed: u64, n: u32) -> u16 {
     let mut z = seed.wrapping_add(
         u64::from(n)
             .wrapping_add(1)
@@ -259,7 +259,16 @@ impl Node {
             rec.active = true;
         }
         let session = conversation(id, now);
-        let slot = self.new_conn(now, tuple, Opened::Active, Some(session), Some(id))?;
+        let opts = self.cfg.socket_options();
+        let slot = self.new_conn(
+            now,
+            tuple,
+            Opened::Active,
+            Some(session),
+            Some(id),
+            opts,
+            false,
+        )?;
         let mut conn = self.conns.take(slot).expect("just made");
         let opened = conn.socket_mut().connect(
             self.iface.context(),

@@ -154,6 +154,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// What sockets are made with unless an application says otherwise.
+    pub fn socket_options(&self) -> super::SocketOptions {
+        super::SocketOptions {
+            rx_buf: self.rx_buf,
+            tx_buf: self.tx_buf,
+            knobs: self.knobs,
+        }
+    }
+
     /// The ports with an accept queue: HTTP, and HTTPS if served.
     pub fn listening_ports(&self) -> impl Iterator<Item = u16> + use<> {
         let listen = self.listen;

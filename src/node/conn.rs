@@ -142,6 +142,8 @@ pub struct Conn {
     pub counted_active: bool,
     /// The sender's inner life (`--internals on`).
     pub inside: super::inside::Inside,
+    /// An application owns it through the socket API (not the HTTP server).
+    pub app: bool,
 }
 
 impl Conn {

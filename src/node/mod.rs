@@ -42,6 +42,7 @@ mod inside;
 mod misc;
 mod record;
 mod resolver;
+mod sockets;
 mod tcp_in;
 #[cfg(test)]
 mod tests;
@@ -53,6 +54,7 @@ mod wire;
 pub use client::{ConnStatus, Ended, LookupError, LookupId};
 pub use config::{Config, Congestion, Counters, TcpKnobs, limits};
 pub use device::Outgoing;
+pub use sockets::{AppState, SockError};
 
 use conn::Table;
 use timers::{Owner, Timers};
@@ -91,12 +93,29 @@ fn endpoint_v4(e: IpEndpoint) -> Option<SocketAddrV4> {
     }
 }
 
+/// What a socket is made with: its buffers and TCP's knobs (an application sets them
+/// with setsockopt before it listens or connects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketOptions {
+    pub rx_buf: usize,
+    pub tx_buf: usize,
+    pub knobs: TcpKnobs,
+}
+
 /// One listening port and its two queues (Linux's SYN queue and accept queue).
 #[derive(Debug)]
 struct Listener {
     port: u16,
     /// TLS is spoken on this port.
     tls: bool,
+    /// The application takes connections itself (`app_accept`), rather than the HTTP
+    /// server.
+    app: bool,
+    /// Its accept queue's bound (`--backlog`, or listen()'s backlog) and its SYN queue's.
+    backlog: usize,
+    syn_backlog: usize,
+    /// What its connections' sockets are made with.
+    opts: SocketOptions,
     /// Connections in SYN-RECEIVED.
     half_open: usize,
     /// Established connections waiting for the application, oldest first (slots).
@@ -124,8 +143,7 @@ pub struct Node {
     lookups: Option<client::Lookups>,
     /// How the connections we opened ended, for their openers.
     ended: Vec<(ConnId, Ended)>,
-    rx_pool: buffers::Pool,
-    tx_pool: buffers::Pool,
+    pools: buffers::Pools,
     cookies: cookie::Cookies,
     reassembly: fragments::Reassembly,
     challenges: guard::RateLimit,
@@ -143,19 +161,23 @@ pub struct Node {
 impl Node {
     pub fn new(cfg: Config, app: App, journal: Journal, now: Instant) -> Result<Self, NodeError> {
         let iface = interface(&cfg, cfg.seed, now);
+        let opts = cfg.socket_options();
         let listeners = cfg
             .listening_ports()
             .map(|port| Listener {
                 port,
                 tls: cfg.https_port == Some(port),
+                app: false,
+                backlog: cfg.backlog,
+                syn_backlog: cfg.syn_backlog,
+                opts,
                 half_open: 0,
                 accept: Default::default(),
                 last_cookie: None,
             })
             .collect();
         let mut node = Node {
-            rx_pool: buffers::Pool::new(cfg.rx_buf),
-            tx_pool: buffers::Pool::new(cfg.tx_buf),
+            pools: buffers::Pools::default(),
             cookies: cookie::Cookies::new(cfg.seed),
             challenges: guard::RateLimit::new(limits::CHALLENGE_ACKS_PER_SEC),
             cfg,
@@ -327,8 +349,7 @@ impl Node {
     /// Resident bytes of socket buffers now, and the buffers mapped (for `/stats` and
     /// the memory benchmark).
     pub fn buffer_memory(&self) -> (usize, usize) {
-        let mapped = self.rx_pool.mapped() * self.rx_pool.region_size()
-            + self.tx_pool.mapped() * self.tx_pool.region_size();
+        let mapped = self.pools.mapped_bytes();
         let resident = self
             .conns
             .slots()

@@ -189,13 +189,18 @@ impl Node {
             self.note_in(format_args!("dropped: bad TCP checksum"));
             return;
         }
-        let (port, waiting, half_open) = {
-            let listener = &self.listeners[l];
-            (listener.port, listener.accept.len(), listener.half_open)
+        let (port, waiting, half_open, backlog, syn_backlog) = {
+            let l = &self.listeners[l];
+            (
+                l.port,
+                l.accept.len(),
+                l.half_open,
+                l.backlog,
+                l.syn_backlog,
+            )
         };
-        if waiting >= self.cfg.backlog {
+        if waiting >= backlog {
             self.counters.syn_dropped += 1;
-            let backlog = self.cfg.backlog;
             self.journal.record(
                 None,
                 now.total_micros(),
@@ -210,7 +215,7 @@ impl Node {
             ));
             return;
         }
-        if half_open >= self.cfg.syn_backlog && isn.is_none() {
+        if half_open >= syn_backlog && isn.is_none() {
             return self.send_cookie(now, l, &seg);
         }
         if let Err(e) = self.open_passive(now, port, packet, seg, isn) {
@@ -238,8 +243,8 @@ impl Node {
             );
         }
         self.counters.syn_cookies_sent += 1;
-        let syn_backlog = self.cfg.syn_backlog;
         let listener = &mut self.listeners[l];
+        let syn_backlog = listener.syn_backlog;
         listener.last_cookie = Some(now);
         let half_open = listener.half_open;
         self.note_in(format_args!(
@@ -271,7 +276,7 @@ impl Node {
                 .check(seg.dst, seg.src, peer_isn, secs(now), cookie)
             {
                 Some(carried) => {
-                    if self.listeners[l].accept.len() >= self.cfg.backlog {
+                    if self.listeners[l].accept.len() >= self.listeners[l].backlog {
                         self.counters.syn_dropped += 1;
                         self.note_in(format_args!(
                             "a valid SYN cookie, but the accept queue is full: dropped (the client retransmits)"

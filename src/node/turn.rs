@@ -333,7 +333,7 @@ impl Node {
             let queue = match (new, listener) {
                 (tcp::State::SynReceived, Some(l)) => format!(
                     " (SYN queue {}/{})",
-                    self.listeners[l].half_open, self.cfg.syn_backlog
+                    self.listeners[l].half_open, self.listeners[l].syn_backlog
                 ),
                 _ => String::new(),
             };
@@ -372,7 +372,12 @@ impl Node {
                 self.schedule_conn(slot, next);
             }
         }
-        if self.active < self.cfg.max_conns && self.listeners.iter().any(|l| !l.accept.is_empty()) {
+        if self.active < self.cfg.max_conns
+            && self
+                .listeners
+                .iter()
+                .any(|l| !l.app && !l.accept.is_empty())
+        {
             self.pop_accept(now);
         }
     }
@@ -390,7 +395,7 @@ impl Node {
         {
             l.half_open -= 1;
         }
-        if conn.opened_by == Opened::Active && time_wait.is_none() {
+        if (conn.opened_by == Opened::Active || conn.app) && time_wait.is_none() {
             self.push_ended(
                 conn.id,
                 Ended {
@@ -420,10 +425,10 @@ impl Node {
         // The socket (which borrows the buffers) goes first, then the buffers go back.
         drop(conn);
         if let Some(rx) = rx {
-            self.rx_pool.put(rx);
+            self.pools.put(rx);
         }
         if let Some(tx) = tx {
-            self.tx_pool.put(tx);
+            self.pools.put(tx);
         }
     }
 
@@ -478,7 +483,7 @@ impl Node {
             expires,
             entered: now,
             conn: conn.id,
-            active: conn.opened_by == Opened::Active,
+            active: conn.opened_by == Opened::Active || conn.app,
             generation: 0,
             scheduled: None,
         });
