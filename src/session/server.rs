@@ -468,7 +468,7 @@ mod tests {
         let out = run(
             &mut s,
             &mut j,
-            b"GET /bytes/1 HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\nGET /echo HTTP/1.1\r\n\r\n",
+            b"GET /bytes/1 HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\nGET /echo HTTP/1.1\r\nHost: x\r\n\r\n",
         );
         let statuses: Vec<&str> = out
             .match_indices("HTTP/1.1 ")
@@ -485,7 +485,7 @@ mod tests {
         let out = run(
             &mut s,
             &mut j,
-            b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
         );
         assert_eq!(
             out.matches("HTTP/1.1 200").count(),
@@ -502,6 +502,32 @@ mod tests {
         let out = run(&mut s, &mut j, b"BLAH\r\n\r\n");
         assert!(out.starts_with("HTTP/1.1 400 Bad Request"), "{out}");
         assert!(s.wants_close());
+    }
+
+    #[test]
+    fn http11_without_host_gets_400_and_the_journey_says_why() {
+        let (mut s, mut j) = setup();
+        let out = run(&mut s, &mut j, b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 400 Bad Request"), "{out}");
+        assert!(out.contains("Host"), "the body says why: {out}");
+        assert!(s.wants_close());
+        let rejected: Vec<_> = j
+            .get(s.id())
+            .unwrap()
+            .events
+            .iter()
+            .filter_map(|e| match &e.what {
+                What::Rejected { status, reason } => Some((*status, reason.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert_eq!(rejected[0].0, 400);
+        assert!(rejected[0].1.contains("without a Host"), "{rejected:?}");
+        // HTTP/1.0 without Host is served.
+        let (mut s, mut j) = setup();
+        let out = run(&mut s, &mut j, b"GET / HTTP/1.0\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.0 200 OK"), "{out}");
     }
 
     #[test]
@@ -530,7 +556,10 @@ mod tests {
     #[test]
     fn peer_half_close_still_gets_its_answer() {
         let (mut s, mut j) = setup();
-        s.input(b"GET / HTTP/1.1\r\n\r\n", Instant::from_secs(100));
+        s.input(
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            Instant::from_secs(100),
+        );
         s.peer_closed();
         let out = run(&mut s, &mut j, b"");
         assert!(out.starts_with("HTTP/1.1 200"));
@@ -569,7 +598,7 @@ mod tests {
         let app = App::default();
         client
             .writer()
-            .write_all(b"GET /echo HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .unwrap();
         let mut wire = vec![0u8; 64 * 1024];
         let mut answer = Vec::new();
