@@ -425,25 +425,55 @@ pub struct TlsSession {
     peer_closed: bool,
 }
 
-/// A connection's TLS failed (bad records, a handshake the peer broke off). The
-/// connection should send what alert is pending, then close.
+/// A connection's TLS ended before its time. The connection should send what alert is
+/// pending, then close.
 #[derive(Debug, thiserror::Error)]
-#[error("TLS: {0}")]
-pub struct TlsFailed(pub String);
+pub enum TlsFailed {
+    /// The peer said close_notify before the handshake was done: it went away in good
+    /// order (RFC 8446 §6.1, a closure alert, not an error alert). rustls reports it as
+    /// an error only because the handshake can now never finish.
+    #[error("TLS: the peer closed (close_notify) before the handshake was done")]
+    ClosedEarly,
+    /// The peer sent an error alert (RFC 8446 §6.2): it found fault with us.
+    #[error("TLS: the peer sent a fatal alert: {0}")]
+    Alert(String),
+    /// Anything else: records that do not decrypt or parse, a certificate not trusted, a
+    /// handshake that cannot go on.
+    #[error("TLS: {0}")]
+    Failed(String),
+}
+
+impl TlsFailed {
+    /// An orderly close rather than a failure: worth no more than a debug line.
+    pub fn is_orderly_close(&self) -> bool {
+        matches!(self, TlsFailed::ClosedEarly)
+    }
+}
+
+impl From<rustls::Error> for TlsFailed {
+    fn from(e: rustls::Error) -> Self {
+        match e {
+            rustls::Error::AlertReceived(rustls::AlertDescription::CloseNotify) => {
+                TlsFailed::ClosedEarly
+            }
+            rustls::Error::AlertReceived(alert) => TlsFailed::Alert(format!("{alert:?}")),
+            other => TlsFailed::Failed(other.to_string()),
+        }
+    }
+}
 
 impl TlsSession {
     /// The server's side of a connection.
     pub fn server(config: Arc<ServerConfig>) -> Result<Self, TlsFailed> {
-        let conn = ServerConnection::new(config).map_err(|e| TlsFailed(e.to_string()))?;
+        let conn = ServerConnection::new(config)?;
         Ok(Self::with(Connection::Server(conn), None))
     }
 
     /// The client's side, for `name` (sent as SNI and checked against the certificate).
     pub fn client(config: Arc<ClientConfig>, name: &str) -> Result<Self, TlsFailed> {
         let server_name = rustls::pki_types::ServerName::try_from(name.to_owned())
-            .map_err(|e| TlsFailed(format!("{name:?} cannot be a TLS server name: {e}")))?;
-        let conn =
-            ClientConnection::new(config, server_name).map_err(|e| TlsFailed(e.to_string()))?;
+            .map_err(|e| TlsFailed::Failed(format!("{name:?} cannot be a TLS server name: {e}")))?;
+        let conn = ClientConnection::new(config, server_name)?;
         Ok(Self::with(Connection::Client(conn), Some(name.to_owned())))
     }
 
@@ -464,12 +494,9 @@ impl TlsSession {
             match self.conn.read_tls(&mut data) {
                 Ok(0) => break,
                 Ok(_) => {}
-                Err(e) => return Err(TlsFailed(e.to_string())),
+                Err(e) => return Err(TlsFailed::Failed(e.to_string())),
             }
-            let state = self
-                .conn
-                .process_new_packets()
-                .map_err(|e| TlsFailed(e.to_string()))?;
+            let state = self.conn.process_new_packets()?;
             if state.peer_has_closed() {
                 self.peer_closed = true;
             }
@@ -763,6 +790,71 @@ mod tests {
         assert!(s.transmit(&mut buf) > 0, "an alert goes back");
         let mut s = TlsSession::server(config).unwrap();
         assert!(s.receive(&[0x42; 100]).is_err(), "not a TLS record at all");
+    }
+
+    #[test]
+    fn close_notify_during_the_handshake_is_an_orderly_close_not_a_fatal_alert() {
+        for versions in [&[&rustls::version::TLS13][..], &[&rustls::version::TLS12]] {
+            let id = generate(&["synack.test".into()], Ipv4Addr::new(10, 77, 0, 2)).unwrap();
+            let mut s = TlsSession::server(server_config(&id, None).unwrap()).unwrap();
+            let mut c = client(&id, versions, "synack.test");
+            // The client says hello, then changes its mind (curl, a browser closing a tab).
+            let mut hello = Vec::new();
+            c.write_tls(&mut hello).unwrap();
+            assert_eq!(s.receive(&hello).unwrap(), hello.len());
+            let mut buf = vec![0u8; 64 * 1024];
+            assert!(s.transmit(&mut buf) > 0, "the server's first flight");
+            assert!(s.is_handshaking());
+            c.send_close_notify();
+            let mut bye = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut bye).unwrap();
+            }
+            match s.receive(&bye) {
+                // TLS 1.2 lets a warning alert pass; the peer's FIN will follow.
+                Ok(_) => {}
+                Err(e) => {
+                    let text = e.to_string();
+                    assert!(e.is_orderly_close(), "{versions:?}: {e:?}");
+                    assert!(
+                        text.contains("close_notify") && !text.contains("fatal"),
+                        "{versions:?}: {text}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_real_fatal_alert_is_called_one() {
+        let id = generate(&["synack.test".into()], Ipv4Addr::new(10, 77, 0, 2)).unwrap();
+        let other = generate(&["other.test".into()], Ipv4Addr::new(10, 77, 0, 3)).unwrap();
+        // The client trusts another certificate: it says bad_certificate (or unknown_ca).
+        let mut c = client(&other, &[&rustls::version::TLS13], "synack.test");
+        let mut s = TlsSession::server(server_config(&id, None).unwrap()).unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = None;
+        for _ in 0..10 {
+            while c.wants_write() {
+                let mut out = Vec::new();
+                c.write_tls(&mut out).unwrap();
+                if let Err(e) = s.receive(&out) {
+                    got = Some(e);
+                }
+            }
+            let n = s.transmit(&mut buf);
+            let mut slice = &buf[..n];
+            while !slice.is_empty() {
+                c.read_tls(&mut slice).unwrap();
+                let _ = c.process_new_packets();
+            }
+            if got.is_some() || n == 0 {
+                break;
+            }
+        }
+        let e = got.expect("the server hears the client's alert");
+        assert!(!e.is_orderly_close());
+        assert!(e.to_string().contains("fatal alert"), "{e}");
     }
 
     #[test]
