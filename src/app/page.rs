@@ -37,7 +37,8 @@ comments on the segments that matter.</p>
  (<code>curl -d '{"a":1}' http://10.77.0.2/json</code>).</li>
 <li><a href="/bytes/1000000">GET /bytes/N</a>: exactly N bytes, streamed (try N = 10000000000).</li>
 <li><a href="/journey">GET /journey</a>: this very connection's life so far: both ISNs, the SYN's
- options, bytes each way, and when each stage happened.</li>
+ options, bytes each way, and when each stage happened. A browser gets a page with the
+ connection's ladder diagram; curl gets JSON.</li>
 <li><a href="/stats">GET /stats</a>: the server's counters, heap allocations included.</li>
 </ul>
 <p>Open the capture in Wireshark and look at the packet comments, then
