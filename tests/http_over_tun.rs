@@ -168,7 +168,7 @@ fn pipelined_requests_are_answered_in_order() {
     let answer = kernel_tcp(&ns, |s| {
         exchange(
             s,
-            b"GET /echo?n=1 HTTP/1.1\r\nHost: a\r\n\r\nGET /bytes/5 HTTP/1.1\r\nHost: a\r\n\r\nPOST /json HTTP/1.1\r\nContent-Length: 2\r\n\r\n[]GET /echo?n=4 HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"GET /echo?n=1 HTTP/1.1\r\nHost: a\r\n\r\nGET /bytes/5 HTTP/1.1\r\nHost: a\r\n\r\nPOST /json HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n[]GET /echo?n=4 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
         )
     });
     let statuses: Vec<&str> = answer
