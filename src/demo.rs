@@ -218,10 +218,13 @@ pub fn simulate(scenario: &Scenario) -> Result<Outcome, DemoError> {
         Side::Server => (keylog, None),
         Side::Client => (None, keylog),
     };
-    let server_tls = tls::server_config_with(
+    // The seeded certificate is valid from the virtual clock's start: TLS reads that clock.
+    let tls_time = tls::VirtualTime::new(start);
+    let server_tls = tls::server_config_with_time(
         &identity,
         server_keylog.clone(),
         tls::seeded::provider(scenario.seed, "server"),
+        Arc::new(tls_time.clone()),
     )
     .map_err(|e| DemoError::Tls(e.to_string()))?;
     let (capture, summary) = open_capture(scenario)?.unzip();
@@ -279,10 +282,11 @@ pub fn simulate(scenario: &Scenario) -> Result<Outcome, DemoError> {
         Journal::keeping("client"),
         start,
     )?;
-    let client_tls = tls::client_config(
+    let client_tls = tls::client_config_with_time(
         Trust::Roots(identity.chain.clone()),
         client_keylog,
         tls::seeded::provider(scenario.seed, "client"),
+        Arc::new(tls_time.clone()),
     )?;
     let mut post = ClientRequest::get(NAME, "/json");
     post.method = "POST".into();
@@ -319,6 +323,7 @@ pub fn simulate(scenario: &Scenario) -> Result<Outcome, DemoError> {
     let mut result = None;
     pair.run_until(VIRTUAL_LIMIT, |pair| {
         let now = pair.now();
+        tls_time.advance_to(now);
         result = client.poll(&mut pair.client.node, now);
         result.is_some()
     })?;

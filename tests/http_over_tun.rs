@@ -168,7 +168,7 @@ fn pipelined_requests_are_answered_in_order() {
     let answer = kernel_tcp(&ns, |s| {
         exchange(
             s,
-            b"GET /echo?n=1 HTTP/1.1\r\nHost: a\r\n\r\nGET /bytes/5 HTTP/1.1\r\nHost: a\r\n\r\nPOST /json HTTP/1.1\r\nContent-Length: 2\r\n\r\n[]GET /echo?n=4 HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"GET /echo?n=1 HTTP/1.1\r\nHost: a\r\n\r\nGET /bytes/5 HTTP/1.1\r\nHost: a\r\n\r\nPOST /json HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n[]GET /echo?n=4 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
         )
     });
     let statuses: Vec<&str> = answer
@@ -228,11 +228,17 @@ fn malformed_request_gets_400_and_the_next_client_is_served() {
     let answer = kernel_tcp(&ns, |s| exchange(s, b"THIS IS NOT HTTP\r\n\r\n"));
     assert!(answer.starts_with("HTTP/1.1 400 Bad Request"), "{answer}");
     assert!(answer.contains("Connection: close"));
-    let big_head = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
+    let big_head = format!(
+        "GET / HTTP/1.1\r\nHost: 10.77.0.2\r\nX: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
     let answer = kernel_tcp(&ns, move |s| exchange(s, big_head.as_bytes()));
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     let answer = kernel_tcp(&ns, |s| {
-        exchange(s, b"POST /json HTTP/1.1\r\nContent-Length: 5000000\r\n\r\n")
+        exchange(
+            s,
+            b"POST /json HTTP/1.1\r\nHost: 10.77.0.2\r\nContent-Length: 5000000\r\n\r\n",
+        )
     });
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     let answer = kernel_tcp(&ns, |s| exchange(s, b"GET / HTTP/2.0\r\n\r\n"));
@@ -374,7 +380,7 @@ fn a_full_accept_queue_drops_syns_until_there_is_room() {
         let waited = started.elapsed();
         c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
             .unwrap();
-        c.write_all(b"GET /bytes/3 HTTP/1.1\r\nConnection: close\r\n\r\n")
+        c.write_all(b"GET /bytes/3 HTTP/1.1\r\nHost: 10.77.0.2\r\nConnection: close\r\n\r\n")
             .unwrap();
         let mut out = String::new();
         c.read_to_string(&mut out).unwrap();
@@ -389,7 +395,8 @@ fn a_full_accept_queue_drops_syns_until_there_is_room() {
     );
     // Free the table: A is served and closes first (so our side needs no TIME-WAIT and
     // its socket is reclaimed at once), B is taken, C's retransmitted SYN finds a listener.
-    a.write_all(b"GET /bytes/1 HTTP/1.1\r\n\r\n").unwrap();
+    a.write_all(b"GET /bytes/1 HTTP/1.1\r\nHost: 10.77.0.2\r\n\r\n")
+        .unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 512];
     while !got.ends_with(b"\r\n\r\n0") {
@@ -398,7 +405,7 @@ fn a_full_accept_queue_drops_syns_until_there_is_room() {
         got.extend_from_slice(&buf[..n]);
     }
     drop(a);
-    b.write_all(b"GET /bytes/2 HTTP/1.1\r\nConnection: close\r\n\r\n")
+    b.write_all(b"GET /bytes/2 HTTP/1.1\r\nHost: 10.77.0.2\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut out = String::new();
     b.read_to_string(&mut out).unwrap();

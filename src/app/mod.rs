@@ -1,8 +1,8 @@
 //! The routes: what the server says once a request is parsed.
 //!
 //! `/` explains the journey, `/echo` shows the parsed request, `/json` decodes a body,
-//! `/bytes/N` streams N bytes, `/journey` shows this connection's life, and with a root
-//! directory, static files.
+//! `/bytes/N` streams N bytes, `/journey` shows this connection's life (JSON, or an HTML
+//! page with a ladder diagram for a browser), and with a root directory, static files.
 
 use std::path::PathBuf;
 
@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 use crate::http::{Body, Request, Response};
 use crate::journey::ConnRecord;
 
+mod journey_page;
+mod ladder_svg;
 mod page;
 pub mod static_files;
 
@@ -106,7 +108,7 @@ impl App {
             "/" => Handled::plain("/", allow_get()),
             "/echo" if get_like => Handled::plain("/echo", echo(req)),
             "/echo" => Handled::plain("/echo", allow_get()),
-            "/journey" if get_like => Handled::plain("/journey", journey(conn)),
+            "/journey" if get_like => Handled::plain("/journey", journey(req, conn)),
             "/stats" if get_like => Handled::plain("/stats", Response::json(200, &self.stats)),
             "/stats" => Handled::plain("/stats", allow_get()),
             "/journey" => Handled::plain("/journey", allow_get()),
@@ -166,14 +168,21 @@ fn echo(req: &Request) -> Response {
     )
 }
 
-fn journey(conn: Option<&ConnRecord>) -> Response {
-    match conn {
-        Some(rec) => Response::json(200, rec),
-        None => Response::json(
-            200,
-            &json!({"error": "this connection has no journey record"}),
-        ),
-    }
+/// This connection's record: an HTML page for a browser, the JSON for everyone else
+/// (RFC 9110 §12.5.5: the answer varies with Accept, and says so).
+fn journey(req: &Request, conn: Option<&ConnRecord>) -> Response {
+    let response = if journey_page::prefers_html(req) {
+        journey_page::response(conn)
+    } else {
+        match conn {
+            Some(rec) => Response::json(200, rec),
+            None => Response::json(
+                200,
+                &json!({"error": "this connection has no journey record"}),
+            ),
+        }
+    };
+    response.with_header("Vary", "Accept")
 }
 
 fn bytes(n: &str) -> Response {
@@ -312,6 +321,59 @@ mod tests {
         let h = app.handle(&req("DELETE", "/", b""), None);
         assert_eq!(h.response.status, 405);
         assert!(h.response.headers.contains(&("Allow", "GET, HEAD".into())));
+    }
+
+    #[test]
+    fn journey_is_json_for_curl_and_html_for_a_browser() {
+        let mut journal = crate::journey::Journal::silent();
+        let id = journal.open(
+            "10.77.0.2:80".parse().unwrap(),
+            "10.77.0.1:40000".parse().unwrap(),
+            0,
+        );
+        let rec = journal.get(id);
+        let app = App::default();
+        let mut curl = req("GET", "/journey", b"");
+        curl.headers.push(("Accept".into(), "*/*".into()));
+        let h = app.handle(&curl, rec);
+        assert_eq!(
+            h.response.headers[0],
+            ("Content-Type", "application/json".into())
+        );
+        assert!(h.response.headers.contains(&("Vary", "Accept".into())));
+        let Body::Bytes(json) = &h.response.body else {
+            panic!()
+        };
+        let Body::Bytes(before) = Response::json(200, rec.unwrap()).body else {
+            panic!()
+        };
+        assert_eq!(json, &before, "the JSON is what it always was");
+        assert_eq!(body_json(&h)["id"], 1);
+
+        let mut browser = req("GET", "/journey", b"");
+        browser.headers.push((
+            "Accept".into(),
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8".into(),
+        ));
+        let h = app.handle(&browser, rec);
+        assert_eq!(h.response.status, 200);
+        assert_eq!(
+            h.response.headers[0],
+            ("Content-Type", "text/html; charset=utf-8".into())
+        );
+        assert!(h.response.headers.contains(&("Vary", "Accept".into())));
+        let Body::Bytes(html) = &h.response.body else {
+            panic!()
+        };
+        let html = String::from_utf8_lossy(html);
+        assert!(
+            html.starts_with("<!doctype html>") && html.contains("<svg "),
+            "{html}"
+        );
+        // With no record, a browser still gets a page.
+        let h = app.handle(&browser, None);
+        assert_eq!(h.response.status, 200);
+        assert!(h.response.headers[0].1.starts_with("text/html"));
     }
 
     #[test]

@@ -137,11 +137,22 @@ impl RequestDecoder {
                     format!("more than {} header fields", self.limits.max_headers),
                 ));
             }
-            Err(httparse::Error::Version) if names_another_version(&self.buf) => {
-                return Err(HttpError::new(
-                    505,
-                    "only HTTP/1.0 and HTTP/1.1 are spoken here",
-                ));
+            Err(httparse::Error::Version) => {
+                return match version_verdict(&self.buf) {
+                    VersionVerdict::Another => Err(HttpError::new(
+                        505,
+                        "only HTTP/1.0 and HTTP/1.1 are spoken here",
+                    )),
+                    VersionVerdict::NotHttp => Err(HttpError::new(
+                        400,
+                        "malformed request: invalid HTTP version",
+                    )),
+                    // httparse stops at the first byte that is not `HTTP/1.`; whether
+                    // that is another version (505) or no version at all (400) shows
+                    // only once the line is complete, and the answer must not depend on
+                    // where the segment boundary fell.
+                    VersionVerdict::Undecided => Ok(false),
+                };
             }
             Err(e) => return Err(HttpError::new(400, format!("malformed request: {e}"))),
         };
@@ -182,6 +193,7 @@ impl RequestDecoder {
             body: Vec::new(),
             head_bytes: head_len,
         };
+        check_host(&request)?;
         let framing = self.framing(&request)?;
         let expect_continue = version == Version::Http11
             && request
@@ -318,15 +330,129 @@ impl RequestDecoder {
     }
 }
 
-/// Whether the request line ends in a well-formed `HTTP/d.d` that is not one we speak
-/// (505), as opposed to not being an HTTP request line at all (400).
-fn names_another_version(buf: &[u8]) -> bool {
-    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+/// RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any
+/// HTTP/1.1 request message that lacks a Host header field and to any request message
+/// that contains more than one Host header field line or a Host header field with an
+/// invalid field value." HTTP/1.0 predates Host and may leave it out.
+fn check_host(request: &Request) -> Result<(), HttpError> {
+    let mut hosts = request
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.as_str());
+    match (hosts.next(), hosts.next()) {
+        (None, _) if request.version == Version::Http11 => Err(HttpError::new(
+            400,
+            "HTTP/1.1 request without a Host header (RFC 9112 §3.2)",
+        )),
+        (None, _) => Ok(()),
+        (Some(_), Some(_)) => Err(HttpError::new(
+            400,
+            "more than one Host header (RFC 9112 §3.2)",
+        )),
+        (Some(host), None) if !valid_host(host) => Err(HttpError::new(
+            400,
+            format!("invalid Host header {host:?} (RFC 9112 §3.2)"),
+        )),
+        (Some(_), None) => Ok(()),
+    }
+}
+
+/// Host = uri-host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2): a registered name or
+/// IPv4 address, or an IP literal in brackets, then digits after a colon. Empty is
+/// allowed: a target with no authority is sent with an empty Host.
+fn valid_host(value: &str) -> bool {
+    let (host, port) = match value.strip_prefix('[') {
+        Some(literal) => match literal.split_once(']') {
+            Some((ip, rest)) => {
+                let ip_ok = !ip.is_empty()
+                    && ip
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
+                if !ip_ok {
+                    return false;
+                }
+                match rest {
+                    "" => ("", None),
+                    _ => match rest.strip_prefix(':') {
+                        Some(port) => ("", Some(port)),
+                        None => return false,
+                    },
+                }
+            }
+            None => return false,
+        },
+        None => match value.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (value, None),
+        },
+    };
+    // reg-name = *( unreserved / pct-encoded / sub-delims )
+    let host_ok = host.bytes().all(|b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            )
+    });
+    host_ok && port.is_none_or(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// What a request line that httparse refused for its version says.
+#[derive(Debug, PartialEq, Eq)]
+enum VersionVerdict {
+    /// A well-formed `HTTP/d.d` that is not one we speak: 505 (RFC 9110 §15.6.6).
+    Another,
+    /// Not an HTTP request line at all: 400.
+    NotHttp,
+    /// The line is not complete and could still turn out either way.
+    Undecided,
+}
+
+/// RFC 9112 §2.3: HTTP-version = "HTTP/" DIGIT "." DIGIT. Judges the request line (after
+/// the empty lines §2.2 lets a server skip) once it is complete, or says it cannot yet.
+fn version_verdict(buf: &[u8]) -> VersionVerdict {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let rest = &buf[start..];
+    let (line, complete) = match rest.iter().position(|&b| b == b'\n') {
+        Some(end) => (&rest[..end], true),
+        None => (rest, false),
+    };
     let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.split(|&b| b == b' ').count() != 3 {
+        return VersionVerdict::NotHttp;
+    }
     let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
-    let well_formed = matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-        if major.is_ascii_digit() && minor.is_ascii_digit());
-    well_formed && line.split(|&b| b == b' ').count() == 3
+    const SHAPE: &[u8; 8] = b"HTTP/d.d";
+    let fits = version.len() <= SHAPE.len()
+        && version.iter().zip(SHAPE).all(|(&b, &want)| match want {
+            b'd' => b.is_ascii_digit(),
+            _ => b == want,
+        });
+    match (fits, complete) {
+        (false, _) => VersionVerdict::NotHttp,
+        (true, true) if version.len() == SHAPE.len() => VersionVerdict::Another,
+        // A line that ended before its version was whole.
+        (true, true) => VersionVerdict::NotHttp,
+        (true, false) => VersionVerdict::Undecided,
+    }
 }
 
 #[cfg(test)]
@@ -370,7 +496,7 @@ mod tests {
 
     #[test]
     fn byte_by_byte_gives_the_same_request() {
-        let input = b"POST /json HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
+        let input = b"POST /json HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
         let mut d = decoder();
         for (i, b) in input.iter().enumerate() {
             d.input(std::slice::from_ref(b));
@@ -389,7 +515,7 @@ mod tests {
     #[test]
     fn pipelined_requests_come_out_in_order() {
         let mut d = decoder();
-        d.input(b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\n\r\n");
+        d.input(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\nGET /3 HTTP/1.1\r\nHost: x\r\n\r\n");
         for want in ["/1", "/2", "/3"] {
             let Decoded::Request(r) = d.decode() else {
                 panic!()
@@ -410,7 +536,9 @@ mod tests {
             panic!()
         };
         assert!(r.keep_alive());
-        let Decoded::Request(r) = one(b"GET / HTTP/1.1\r\nConnection: foo, close\r\n\r\n") else {
+        let Decoded::Request(r) =
+            one(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: foo, close\r\n\r\n")
+        else {
             panic!()
         };
         assert!(!r.keep_alive());
@@ -419,7 +547,7 @@ mod tests {
     #[test]
     fn chunked_body_with_extensions_and_trailers() {
         let Decoded::Request(r) = one(
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n1\r\n!\r\n0\r\nT: v\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n1\r\n!\r\n0\r\nT: v\r\n\r\n",
         ) else {
             panic!()
         };
@@ -429,32 +557,42 @@ mod tests {
     #[test]
     fn malformed_is_400() {
         assert_eq!(status(one(b"GARBAGE\r\n\r\n")), 400);
-        assert_eq!(status(one(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")), 400);
-        assert_eq!(status(one(b"GET http://x/ HTTP/1.1\r\n\r\n")), 400);
         assert_eq!(
-            status(one(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n")),
+            status(one(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")),
+            400
+        );
+        assert_eq!(
+            status(one(b"GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n")),
             400
         );
         assert_eq!(
             status(one(
-                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n"
             )),
             400
         );
         assert_eq!(
             status(one(
-                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
             )),
             400
         );
         assert_eq!(
             status(one(
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
             )),
             400
         );
         assert_eq!(
-            status(one(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n")),
+            status(one(
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+            )),
+            400
+        );
+        assert_eq!(
+            status(one(
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"
+            )),
             400
         );
     }
@@ -470,23 +608,25 @@ mod tests {
     #[test]
     fn too_big_body_is_413_before_it_arrives() {
         assert_eq!(
-            status(one(b"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n")),
+            status(one(
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n"
+            )),
             413
         );
         assert_eq!(
             status(one(
-                b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n"
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n"
             )),
             413
         );
-        let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n";
+        let chunked = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n";
         assert_eq!(status(one(chunked)), 413);
     }
 
     #[test]
     fn too_big_head_is_431() {
         let mut d = decoder();
-        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+        let mut head = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
         while head.len() < 1100 {
             head.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaa\r\n");
         }
@@ -494,7 +634,9 @@ mod tests {
         assert_eq!(status(d.decode()), 431);
         let many: String = (0..9).map(|i| format!("H{i}: v\r\n")).collect();
         assert_eq!(
-            status(one(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes())),
+            status(one(
+                format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes()
+            )),
             431
         );
     }
@@ -502,11 +644,140 @@ mod tests {
     #[test]
     fn expect_continue_is_reported_once() {
         let mut d = decoder();
-        d.input(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
+        d.input(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
         assert_eq!(d.decode(), Decoded::Continue);
         assert_eq!(d.decode(), Decoded::NeedMore);
         d.input(b"hi");
         assert!(matches!(d.decode(), Decoded::Request(r) if r.body == b"hi"));
+    }
+
+    /// What a connection's bytes turn into, fed in the given pieces: each request (or
+    /// the error status that ends the connection), in order. `Continue` is left out: it
+    /// depends on whether the body came with the head, by design.
+    fn outcomes(pieces: &[&[u8]]) -> Vec<Result<Request, u16>> {
+        let mut d = decoder();
+        let mut got = Vec::new();
+        for piece in pieces {
+            assert_eq!(d.input(piece), piece.len());
+            loop {
+                match d.decode() {
+                    Decoded::Request(r) => got.push(Ok(r)),
+                    Decoded::Continue => {}
+                    Decoded::NeedMore => break,
+                    Decoded::Error(e) => {
+                        got.push(Err(e.status));
+                        return got;
+                    }
+                }
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn the_answer_does_not_depend_on_how_the_bytes_were_cut() {
+        let cases: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: x\n\n",
+            b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"POST /json HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/2.0\r\nHost: x\r\n\r\n",
+            b"GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+            b"\r\nGET / HTTP/2.0\r\n\r\n",
+            b"GET / HTTP/2.0\rX\n\r\n",
+            b"GET / HTTP/2.0\r\n\r\n",
+            b"GET / HTTP/1.2\r\n\r\n",
+            b"GET / HTTP/9.9\n\n",
+            b"GET / HTTP/2\r\n\r\n",
+            b"GET / HTTP/1.10\r\n\r\n",
+            b"GET / HTTP/1.1 \r\nHost: x\r\n\r\n",
+            b"GET / http/1.1\r\n\r\n",
+            b"GET / FTP/1.0\r\n\r\n",
+            b"THIS IS NOT HTTP\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        ];
+        for &case in cases {
+            let whole = outcomes(&[case]);
+            assert!(
+                !whole.is_empty(),
+                "{:?} gave nothing",
+                String::from_utf8_lossy(case)
+            );
+            for cut in 1..case.len() {
+                assert_eq!(
+                    outcomes(&[&case[..cut], &case[cut..]]),
+                    whole,
+                    "{:?} cut at {cut}",
+                    String::from_utf8_lossy(case)
+                );
+            }
+            let bytes: Vec<&[u8]> = case.chunks(1).collect();
+            assert_eq!(
+                outcomes(&bytes),
+                whole,
+                "{:?} byte by byte",
+                String::from_utf8_lossy(case)
+            );
+        }
+        let status = |case: &[u8]| match outcomes(&[case]).last() {
+            Some(Err(s)) => *s,
+            Some(Ok(_)) => 200,
+            None => 0,
+        };
+        assert_eq!(status(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n"), 505);
+        assert_eq!(status(b"GET / HTTP/9.9\n\n"), 505);
+        assert_eq!(status(b"\r\nGET / HTTP/2.0\r\n\r\n"), 505);
+        assert_eq!(status(b"GET / HTTP/2.0\rX\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/2\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / FTP/1.0\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn http11_needs_exactly_one_valid_host() {
+        let reason = |input: &[u8]| match one(input) {
+            Decoded::Error(e) => (e.status, e.reason),
+            other => panic!("expected an error, got {other:?}"),
+        };
+        let (code, why) = reason(b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n");
+        assert_eq!(code, 400);
+        assert!(why.contains("without a Host"), "{why}");
+        let (code, why) = reason(b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n");
+        assert_eq!(code, 400);
+        assert!(why.contains("more than one Host"), "{why}");
+        // Two is one too many whatever the version (RFC 9112 §3.2).
+        assert_eq!(
+            status(one(b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n")),
+            400
+        );
+        for bad in ["a b", "a/b", "x@y", "a:80x", "[::1", "a?b", "a#b"] {
+            let input = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
+            assert_eq!(status(one(input.as_bytes())), 400, "Host: {bad}");
+        }
+        for good in [
+            "synack.test",
+            "SynAck.Test:8080",
+            "10.77.0.2",
+            "10.77.0.2:80",
+            "[::1]:443",
+            "[fe80::1]",
+            "a_b.x",
+            "",
+        ] {
+            let input = format!("GET / HTTP/1.1\r\nHost: {good}\r\n\r\n");
+            assert!(
+                matches!(one(input.as_bytes()), Decoded::Request(_)),
+                "Host: {good}"
+            );
+        }
+        // HTTP/1.0 predates Host.
+        assert!(matches!(
+            one(b"GET / HTTP/1.0\r\n\r\n"),
+            Decoded::Request(_)
+        ));
     }
 
     #[test]

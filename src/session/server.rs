@@ -297,8 +297,15 @@ impl Conversation for ServerSession {
             let taken = match tls.conn.receive(data) {
                 Ok(n) => n,
                 Err(e) => {
-                    // rustls has queued the alert; send it, then close (RFC 8446 §6.2).
-                    log::info!("connection #{}: {e}", self.id);
+                    // rustls has queued the alert, if any; send it, then close (RFC 8446
+                    // §6.2). A close_notify mid-handshake is the peer leaving in good
+                    // order (§6.1): not worth more than a debug line.
+                    if e.is_orderly_close() {
+                        log::debug!("connection #{}: {e}", self.id);
+                        self.peer_eof = true;
+                    } else {
+                        log::info!("connection #{}: {e}", self.id);
+                    }
                     self.closing = true;
                     tls.notified = true;
                     return data.len();
@@ -468,7 +475,7 @@ mod tests {
         let out = run(
             &mut s,
             &mut j,
-            b"GET /bytes/1 HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\nGET /echo HTTP/1.1\r\n\r\n",
+            b"GET /bytes/1 HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\nGET /echo HTTP/1.1\r\nHost: x\r\n\r\n",
         );
         let statuses: Vec<&str> = out
             .match_indices("HTTP/1.1 ")
@@ -485,7 +492,7 @@ mod tests {
         let out = run(
             &mut s,
             &mut j,
-            b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
         );
         assert_eq!(
             out.matches("HTTP/1.1 200").count(),
@@ -502,6 +509,32 @@ mod tests {
         let out = run(&mut s, &mut j, b"BLAH\r\n\r\n");
         assert!(out.starts_with("HTTP/1.1 400 Bad Request"), "{out}");
         assert!(s.wants_close());
+    }
+
+    #[test]
+    fn http11_without_host_gets_400_and_the_journey_says_why() {
+        let (mut s, mut j) = setup();
+        let out = run(&mut s, &mut j, b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 400 Bad Request"), "{out}");
+        assert!(out.contains("Host"), "the body says why: {out}");
+        assert!(s.wants_close());
+        let rejected: Vec<_> = j
+            .get(s.id())
+            .unwrap()
+            .events
+            .iter()
+            .filter_map(|e| match &e.what {
+                What::Rejected { status, reason } => Some((*status, reason.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert_eq!(rejected[0].0, 400);
+        assert!(rejected[0].1.contains("without a Host"), "{rejected:?}");
+        // HTTP/1.0 without Host is served.
+        let (mut s, mut j) = setup();
+        let out = run(&mut s, &mut j, b"GET / HTTP/1.0\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.0 200 OK"), "{out}");
     }
 
     #[test]
@@ -530,12 +563,61 @@ mod tests {
     #[test]
     fn peer_half_close_still_gets_its_answer() {
         let (mut s, mut j) = setup();
-        s.input(b"GET / HTTP/1.1\r\n\r\n", Instant::from_secs(100));
+        s.input(
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            Instant::from_secs(100),
+        );
         s.peer_closed();
         let out = run(&mut s, &mut j, b"");
         assert!(out.starts_with("HTTP/1.1 200"));
         assert!(out.contains("Connection: close"));
         assert!(s.wants_close());
+    }
+
+    #[test]
+    fn a_client_that_says_close_notify_mid_handshake_is_let_go() {
+        let id = crate::tls::generate(
+            &["synack.test".into()],
+            std::net::Ipv4Addr::new(10, 77, 0, 2),
+        )
+        .unwrap();
+        let config = crate::tls::server_config(&id, None).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(id.chain[0].clone()).unwrap();
+        let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("synack.test").unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(client_config), name).unwrap();
+        let (_, mut journal) = setup();
+        let conn = journal.open(
+            "10.77.0.2:443".parse().unwrap(),
+            "10.77.0.1:5002".parse().unwrap(),
+            0,
+        );
+        let now = Instant::from_secs(100);
+        let mut s =
+            ServerSession::with_tls(conn, Limits::default(), Timeouts::default(), now, config);
+        let mut records = Vec::new();
+        client.write_tls(&mut records).unwrap();
+        client.send_close_notify();
+        while client.wants_write() {
+            client.write_tls(&mut records).unwrap();
+        }
+        assert_eq!(s.input(&records, now), records.len());
+        s.process(now, &App::default(), &mut journal);
+        let mut wire = vec![0u8; 64 * 1024];
+        while s.has_output() {
+            if s.output(&mut wire, now).unwrap() == 0 {
+                break;
+            }
+        }
+        assert!(s.wants_close(), "the connection closes");
+        assert_eq!(s.room(), 0, "and reads nothing more");
     }
 
     #[test]
@@ -569,7 +651,7 @@ mod tests {
         let app = App::default();
         client
             .writer()
-            .write_all(b"GET /echo HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .unwrap();
         let mut wire = vec![0u8; 64 * 1024];
         let mut answer = Vec::new();

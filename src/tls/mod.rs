@@ -6,13 +6,16 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub mod seeded;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+use rustls::time_provider::{DefaultTimeProvider, TimeProvider};
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
+use smoltcp::time::{Duration, Instant};
 
 /// ALPN: HTTP/1.1 only (RFC 7301).
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
@@ -58,12 +61,54 @@ impl std::fmt::Debug for Identity {
     }
 }
 
+/// How long a generated certificate is valid: 90 days, the lifetime public CAs give
+/// (Let's Encrypt), so a certificate left lying around stops being trusted by itself.
+pub const CERT_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
+
+/// How far before its making a generated certificate is valid from: an hour, for a client
+/// whose clock runs a little behind ours.
+pub const CERT_BACKDATE: Duration = Duration::from_secs(3600);
+
+/// When a certificate is valid (RFC 5280 §4.1.2.5), as the stack's clock counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    pub not_before: Instant,
+    pub not_after: Instant,
+}
+
+impl Validity {
+    /// From an hour before `now` to [`CERT_LIFETIME`] after it.
+    pub fn around(now: Instant) -> Self {
+        Validity {
+            not_before: now - CERT_BACKDATE,
+            not_after: now + CERT_LIFETIME,
+        }
+    }
+
+    /// From `start` exactly, for [`CERT_LIFETIME`]: the same bytes on every run.
+    pub fn from(start: Instant) -> Self {
+        Validity {
+            not_before: start,
+            not_after: start + CERT_LIFETIME,
+        }
+    }
+}
+
 /// A self-signed certificate for `names` and `ip` (every one a subject alternative name,
-/// RFC 5280 §4.2.1.6), with a fresh P-256 key.
+/// RFC 5280 §4.2.1.6), with a fresh P-256 key, valid from an hour ago for 90 days.
 pub fn generate(names: &[String], ip: Ipv4Addr) -> Result<Identity, TlsError> {
+    generate_valid(names, ip, Validity::around(crate::clock::now()))
+}
+
+/// As [`generate`], valid when `validity` says.
+pub fn generate_valid(
+    names: &[String],
+    ip: Ipv4Addr,
+    validity: Validity,
+) -> Result<Identity, TlsError> {
     let key = rcgen::KeyPair::generate().map_err(|e| TlsError::Generate(e.to_string()))?;
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    self_signed(names, ip, &key, der)
+    self_signed(names, ip, &key, der, validity)
 }
 
 /// The certificate for `names` and `ip`, signed by its own `key` (`der` is the same key
@@ -73,11 +118,17 @@ fn self_signed(
     ip: Ipv4Addr,
     key: &rcgen::KeyPair,
     der: PrivateKeyDer<'static>,
+    validity: Validity,
 ) -> Result<Identity, TlsError> {
     let err = |e: rcgen::Error| TlsError::Generate(e.to_string());
     let mut sans: Vec<String> = names.to_vec();
     sans.push(ip.to_string());
     let mut params = rcgen::CertificateParams::new(sans).map_err(err)?;
+    // rcgen's default is 1975 to 4096: a certificate that never expires.
+    let unix_epoch = rcgen::date_time_ymd(1970, 1, 1);
+    let secs = |t: Instant| std::time::Duration::from_secs(t.secs().max(0) as u64);
+    params.not_before = unix_epoch + secs(validity.not_before);
+    params.not_after = unix_epoch + secs(validity.not_after);
     params.distinguished_name.push(
         rcgen::DnType::CommonName,
         names.first().cloned().unwrap_or_else(|| ip.to_string()),
@@ -166,6 +217,38 @@ impl rustls::KeyLog for KeyLogLines {
     }
 }
 
+/// rustls's clock (certificate validity, ticket ages) for a run on virtual time, such as
+/// `synack demo`'s: the driver moves it as it moves its own clock, so certificates are
+/// checked against the simulated date, not today's. (The demo's seeded certificate is
+/// valid from [`crate::clock::VIRTUAL_EPOCH`] for 90 days.) Real runs leave rustls on the
+/// wall clock. An atomic, because rustls wants a time source it may share between threads.
+#[derive(Debug, Clone)]
+pub struct VirtualTime(Arc<AtomicI64>);
+
+impl VirtualTime {
+    pub fn new(start: Instant) -> Self {
+        VirtualTime(Arc::new(AtomicI64::new(start.total_micros())))
+    }
+
+    /// Moves it forward to `now`, never back.
+    pub fn advance_to(&self, now: Instant) {
+        self.0.fetch_max(now.total_micros(), Ordering::Relaxed);
+    }
+
+    pub fn now(&self) -> Instant {
+        Instant::from_micros(self.0.load(Ordering::Relaxed))
+    }
+}
+
+impl TimeProvider for VirtualTime {
+    fn current_time(&self) -> Option<UnixTime> {
+        let micros = u64::try_from(self.now().total_micros()).ok()?;
+        Some(UnixTime::since_unix_epoch(
+            std::time::Duration::from_micros(micros),
+        ))
+    }
+}
+
 /// The server's TLS configuration: TLS 1.3 and 1.2 with ring's cipher suites, ALPN
 /// `http/1.1`, and the key log if asked for.
 pub fn server_config(
@@ -185,7 +268,18 @@ pub fn server_config_with(
     keylog: Option<Arc<KeyLogLines>>,
     provider: Arc<rustls::crypto::CryptoProvider>,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let mut config = ServerConfig::builder_with_provider(provider)
+    server_config_with_time(id, keylog, provider, Arc::new(DefaultTimeProvider))
+}
+
+/// As [`server_config_with`], with rustls reading the time from `time` (a
+/// [`VirtualTime`] for `demo`).
+pub fn server_config_with_time(
+    id: &Identity,
+    keylog: Option<Arc<KeyLogLines>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    time: Arc<dyn TimeProvider>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let mut config = ServerConfig::builder_with_details(provider, time)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_single_cert(id.chain.clone(), id.key.clone_key())?;
@@ -222,13 +316,25 @@ pub enum Trust {
 }
 
 /// The client's TLS configuration: TLS 1.3 and 1.2, ALPN `http/1.1`, the key log if asked.
+/// Certificates are checked against the wall clock.
 pub fn client_config(
     trust: Trust,
     keylog: Option<Arc<KeyLogLines>>,
     provider: Arc<rustls::crypto::CryptoProvider>,
 ) -> Result<Arc<ClientConfig>, TlsError> {
+    client_config_with_time(trust, keylog, provider, Arc::new(DefaultTimeProvider))
+}
+
+/// As [`client_config`], with certificates checked against the time `time` gives (a
+/// [`VirtualTime`] for `demo`).
+pub fn client_config_with_time(
+    trust: Trust,
+    keylog: Option<Arc<KeyLogLines>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    time: Arc<dyn TimeProvider>,
+) -> Result<Arc<ClientConfig>, TlsError> {
     let err = |e: rustls::Error| TlsError::Generate(e.to_string());
-    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+    let builder = ClientConfig::builder_with_details(Arc::clone(&provider), time)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(err)?;
     let mut config = match trust {
@@ -319,25 +425,55 @@ pub struct TlsSession {
     peer_closed: bool,
 }
 
-/// A connection's TLS failed (bad records, a handshake the peer broke off). The
-/// connection should send what alert is pending, then close.
+/// A connection's TLS ended before its time. The connection should send what alert is
+/// pending, then close.
 #[derive(Debug, thiserror::Error)]
-#[error("TLS: {0}")]
-pub struct TlsFailed(pub String);
+pub enum TlsFailed {
+    /// The peer said close_notify before the handshake was done: it went away in good
+    /// order (RFC 8446 §6.1, a closure alert, not an error alert). rustls reports it as
+    /// an error only because the handshake can now never finish.
+    #[error("TLS: the peer closed (close_notify) before the handshake was done")]
+    ClosedEarly,
+    /// The peer sent an error alert (RFC 8446 §6.2): it found fault with us.
+    #[error("TLS: the peer sent a fatal alert: {0}")]
+    Alert(String),
+    /// Anything else: records that do not decrypt or parse, a certificate not trusted, a
+    /// handshake that cannot go on.
+    #[error("TLS: {0}")]
+    Failed(String),
+}
+
+impl TlsFailed {
+    /// An orderly close rather than a failure: worth no more than a debug line.
+    pub fn is_orderly_close(&self) -> bool {
+        matches!(self, TlsFailed::ClosedEarly)
+    }
+}
+
+impl From<rustls::Error> for TlsFailed {
+    fn from(e: rustls::Error) -> Self {
+        match e {
+            rustls::Error::AlertReceived(rustls::AlertDescription::CloseNotify) => {
+                TlsFailed::ClosedEarly
+            }
+            rustls::Error::AlertReceived(alert) => TlsFailed::Alert(format!("{alert:?}")),
+            other => TlsFailed::Failed(other.to_string()),
+        }
+    }
+}
 
 impl TlsSession {
     /// The server's side of a connection.
     pub fn server(config: Arc<ServerConfig>) -> Result<Self, TlsFailed> {
-        let conn = ServerConnection::new(config).map_err(|e| TlsFailed(e.to_string()))?;
+        let conn = ServerConnection::new(config)?;
         Ok(Self::with(Connection::Server(conn), None))
     }
 
     /// The client's side, for `name` (sent as SNI and checked against the certificate).
     pub fn client(config: Arc<ClientConfig>, name: &str) -> Result<Self, TlsFailed> {
         let server_name = rustls::pki_types::ServerName::try_from(name.to_owned())
-            .map_err(|e| TlsFailed(format!("{name:?} cannot be a TLS server name: {e}")))?;
-        let conn =
-            ClientConnection::new(config, server_name).map_err(|e| TlsFailed(e.to_string()))?;
+            .map_err(|e| TlsFailed::Failed(format!("{name:?} cannot be a TLS server name: {e}")))?;
+        let conn = ClientConnection::new(config, server_name)?;
         Ok(Self::with(Connection::Client(conn), Some(name.to_owned())))
     }
 
@@ -358,12 +494,9 @@ impl TlsSession {
             match self.conn.read_tls(&mut data) {
                 Ok(0) => break,
                 Ok(_) => {}
-                Err(e) => return Err(TlsFailed(e.to_string())),
+                Err(e) => return Err(TlsFailed::Failed(e.to_string())),
             }
-            let state = self
-                .conn
-                .process_new_packets()
-                .map_err(|e| TlsFailed(e.to_string()))?;
+            let state = self.conn.process_new_packets()?;
             if state.peer_has_closed() {
                 self.peer_closed = true;
             }
@@ -541,6 +674,100 @@ mod tests {
         assert!(s.peer_closed());
     }
 
+    /// A handshake between our client and our server, the client checking the server's
+    /// certificate (trusted as a root) as if it were `at`; the client's error, if any.
+    fn verify_at(id: &Identity, at: Instant) -> Result<(), String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = client_config_with_time(
+            Trust::Roots(id.chain.clone()),
+            None,
+            provider,
+            Arc::new(VirtualTime::new(at)),
+        )
+        .unwrap();
+        let mut c = TlsSession::client(config, "synack.test").unwrap();
+        let mut s = TlsSession::server(server_config(id, None).unwrap()).unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        for _ in 0..20 {
+            let n = c.transmit(&mut buf);
+            if n > 0 {
+                // The server's own failure (the client's alert) is not what we ask about.
+                let _ = s.receive(&buf[..n]);
+            }
+            let m = s.transmit(&mut buf);
+            if m > 0 {
+                c.receive(&buf[..m]).map_err(|e| e.to_string())?;
+            }
+            if n == 0 && m == 0 {
+                break;
+            }
+        }
+        assert!(
+            !c.is_handshaking(),
+            "the handshake neither failed nor finished"
+        );
+        Ok(())
+    }
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn virtual_time_only_moves_forward_and_is_what_rustls_reads() {
+        let t = VirtualTime::new(crate::clock::VIRTUAL_EPOCH);
+        let shared = t.clone();
+        shared.advance_to(crate::clock::VIRTUAL_EPOCH + DAY);
+        t.advance_to(crate::clock::VIRTUAL_EPOCH);
+        assert_eq!(t.now(), crate::clock::VIRTUAL_EPOCH + DAY);
+        let unix = t.current_time().unwrap().as_secs();
+        assert_eq!(unix, 1_767_225_600 + 86_400);
+    }
+
+    #[test]
+    fn generated_certificates_are_valid_from_an_hour_ago_for_90_days() {
+        let made = crate::clock::VIRTUAL_EPOCH + DAY * 100;
+        let id = generate_valid(
+            &["synack.test".into()],
+            Ipv4Addr::new(10, 77, 0, 2),
+            Validity::around(made),
+        )
+        .unwrap();
+        let minute = Duration::from_secs(60);
+        for (at, ok) in [
+            (made - Duration::from_secs(7200), false),
+            (made - CERT_BACKDATE + minute, true),
+            (made, true),
+            (made + DAY * 89, true),
+            (made + DAY * 90 - minute, true),
+            (made + DAY * 90 + minute, false),
+        ] {
+            let got = verify_at(&id, at);
+            assert_eq!(got.is_ok(), ok, "at {at}: {got:?}");
+        }
+        let early = verify_at(&id, made - Duration::from_secs(7200)).unwrap_err();
+        assert!(early.contains("not valid yet"), "{early}");
+        let late = verify_at(&id, made + DAY * 91).unwrap_err();
+        assert!(late.contains("expired"), "{late}");
+        // `generate` makes one valid now, and not in 91 days.
+        let now = crate::clock::now();
+        let id = generate(&["synack.test".into()], Ipv4Addr::new(10, 77, 0, 2)).unwrap();
+        assert_eq!(verify_at(&id, now), Ok(()));
+        assert!(verify_at(&id, now + DAY * 91).is_err());
+    }
+
+    #[test]
+    fn the_seeded_certificate_is_valid_from_the_virtual_epoch_for_90_days() {
+        let epoch = crate::clock::VIRTUAL_EPOCH;
+        let id = seeded::identity(1, &["synack.test".into()], Ipv4Addr::new(10, 77, 0, 2)).unwrap();
+        assert_eq!(
+            verify_at(&id, epoch),
+            Ok(()),
+            "the demo's clock starts here"
+        );
+        assert_eq!(verify_at(&id, epoch + DAY * 90), Ok(()));
+        assert!(verify_at(&id, epoch - Duration::from_secs(1)).is_err());
+        assert!(verify_at(&id, epoch + DAY * 90 + Duration::from_secs(1)).is_err());
+    }
+
     #[test]
     fn tls12_works_too() {
         let (_c, s, keylog) = handshake(&[&rustls::version::TLS12]);
@@ -563,6 +790,71 @@ mod tests {
         assert!(s.transmit(&mut buf) > 0, "an alert goes back");
         let mut s = TlsSession::server(config).unwrap();
         assert!(s.receive(&[0x42; 100]).is_err(), "not a TLS record at all");
+    }
+
+    #[test]
+    fn close_notify_during_the_handshake_is_an_orderly_close_not_a_fatal_alert() {
+        for versions in [&[&rustls::version::TLS13][..], &[&rustls::version::TLS12]] {
+            let id = generate(&["synack.test".into()], Ipv4Addr::new(10, 77, 0, 2)).unwrap();
+            let mut s = TlsSession::server(server_config(&id, None).unwrap()).unwrap();
+            let mut c = client(&id, versions, "synack.test");
+            // The client says hello, then changes its mind (curl, a browser closing a tab).
+            let mut hello = Vec::new();
+            c.write_tls(&mut hello).unwrap();
+            assert_eq!(s.receive(&hello).unwrap(), hello.len());
+            let mut buf = vec![0u8; 64 * 1024];
+            assert!(s.transmit(&mut buf) > 0, "the server's first flight");
+            assert!(s.is_handshaking());
+            c.send_close_notify();
+            let mut bye = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut bye).unwrap();
+            }
+            match s.receive(&bye) {
+                // TLS 1.2 lets a warning alert pass; the peer's FIN will follow.
+                Ok(_) => {}
+                Err(e) => {
+                    let text = e.to_string();
+                    assert!(e.is_orderly_close(), "{versions:?}: {e:?}");
+                    assert!(
+                        text.contains("close_notify") && !text.contains("fatal"),
+                        "{versions:?}: {text}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_real_fatal_alert_is_called_one() {
+        let id = generate(&["synack.test".into()], Ipv4Addr::new(10, 77, 0, 2)).unwrap();
+        let other = generate(&["other.test".into()], Ipv4Addr::new(10, 77, 0, 3)).unwrap();
+        // The client trusts another certificate: it says bad_certificate (or unknown_ca).
+        let mut c = client(&other, &[&rustls::version::TLS13], "synack.test");
+        let mut s = TlsSession::server(server_config(&id, None).unwrap()).unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = None;
+        for _ in 0..10 {
+            while c.wants_write() {
+                let mut out = Vec::new();
+                c.write_tls(&mut out).unwrap();
+                if let Err(e) = s.receive(&out) {
+                    got = Some(e);
+                }
+            }
+            let n = s.transmit(&mut buf);
+            let mut slice = &buf[..n];
+            while !slice.is_empty() {
+                c.read_tls(&mut slice).unwrap();
+                let _ = c.process_new_packets();
+            }
+            if got.is_some() || n == 0 {
+                break;
+            }
+        }
+        let e = got.expect("the server hears the client's alert");
+        assert!(!e.is_orderly_close());
+        assert!(e.to_string().contains("fatal alert"), "{e}");
     }
 
     #[test]

@@ -15,7 +15,8 @@ use rustls::crypto::{
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{Error, NamedGroup};
 
-use super::{Identity, TlsError};
+use super::{Identity, TlsError, Validity};
+use crate::clock::VIRTUAL_EPOCH;
 
 /// A deterministic generator: SHA-256 of (seed, purpose, counter) blocks.
 #[derive(Debug)]
@@ -123,7 +124,9 @@ const ED25519_PKCS8_PREFIX: [u8; 16] = [
 
 /// A self-signed certificate like [`super::generate`]'s, with an Ed25519 key derived
 /// from `seed` (Ed25519 signatures are deterministic too, RFC 8032 §5.1.6), so the
-/// certificate and every handshake signature repeat with the seed.
+/// certificate and every handshake signature repeat with the seed. It is valid from the
+/// virtual clock's start ([`VIRTUAL_EPOCH`], 2026-01-01) for 90 days, not from today:
+/// check it against the virtual clock ([`super::VirtualTime`]).
 pub fn identity(seed: u64, names: &[String], ip: Ipv4Addr) -> Result<Identity, TlsError> {
     let mut key_seed = [0u8; 32];
     SeededRandom::new(seed, "certificate key").fill_bytes(&mut key_seed);
@@ -132,7 +135,13 @@ pub fn identity(seed: u64, names: &[String], ip: Ipv4Addr) -> Result<Identity, T
     let der = PrivatePkcs8KeyDer::from(pkcs8);
     let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_ED25519)
         .map_err(|e| TlsError::Generate(e.to_string()))?;
-    super::self_signed(names, ip, &key, PrivateKeyDer::Pkcs8(der.clone_key()))
+    super::self_signed(
+        names,
+        ip,
+        &key,
+        PrivateKeyDer::Pkcs8(der.clone_key()),
+        Validity::from(VIRTUAL_EPOCH),
+    )
 }
 
 #[cfg(test)]
