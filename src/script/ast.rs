@@ -92,10 +92,7 @@ pub struct PacketSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum PacketBody {
     Tcp(TcpSpec),
-    Udp {
-        len: u16,
-        ports: Option<(u16, u16)>,
-    },
+    Udp { len: u16, ports: Option<(u16, u16)> },
     Icmp(IcmpSpec),
 }
 
@@ -178,8 +175,14 @@ pub enum Expr {
     List(Vec<Expr>),
     /// `{...}` that is none of the named structures below.
     Struct(Vec<Expr>),
-    Linger { onoff: i64, linger: i64 },
-    SockAddr { port: u16, addr: String },
+    Linger {
+        onoff: i64,
+        linger: i64,
+    },
+    SockAddr {
+        port: u16,
+        addr: String,
+    },
     /// `htons(8080)`, `inet_addr("192.0.2.1")`.
     Func(String, Vec<Expr>),
 }

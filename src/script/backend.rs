@@ -155,9 +155,9 @@ pub enum BackendError {
 impl fmt::Display for BackendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BackendError::Unavailable(s) | BackendError::Unsupported(s) | BackendError::Failed(s) => {
-                f.write_str(s)
-            }
+            BackendError::Unavailable(s)
+            | BackendError::Unsupported(s)
+            | BackendError::Failed(s) => f.write_str(s),
         }
     }
 }

@@ -83,7 +83,11 @@ pub fn lex(file: &str, src: &str) -> Result<Lexed, ScriptError> {
         }
         if rest.starts_with(b"/*") {
             let Some(end) = find(&rest[2..], b"*/") else {
-                return Err(ScriptError::at(file, span, "this /* comment is never closed"));
+                return Err(ScriptError::at(
+                    file,
+                    span,
+                    "this /* comment is never closed",
+                ));
             };
             comments.push(Comment {
                 span,
@@ -147,7 +151,10 @@ pub fn lex(file: &str, src: &str) -> Result<Lexed, ScriptError> {
         }
         // Numbers: 0x.., -12, 12, .5, 0.100 (a dot counts only when a digit follows it,
         // so `0...0.2` is 0, ..., 0.2 as in packetdrill).
-        let neg = c == b'-' && rest.get(1).is_some_and(|d| d.is_ascii_digit() || *d == b'.');
+        let neg = c == b'-'
+            && rest
+                .get(1)
+                .is_some_and(|d| d.is_ascii_digit() || *d == b'.');
         let start = usize::from(neg);
         if rest.len() > start + 1
             && rest[start] == b'0'
@@ -169,17 +176,29 @@ pub fn lex(file: &str, src: &str) -> Result<Lexed, ScriptError> {
             continue;
         }
         if rest.get(start).is_some_and(|c| c.is_ascii_digit())
-            || (rest.get(start) == Some(&b'.') && rest.get(start + 1).is_some_and(u8::is_ascii_digit))
+            || (rest.get(start) == Some(&b'.')
+                && rest.get(start + 1).is_some_and(u8::is_ascii_digit))
         {
-            let mut n = start + rest[start..].iter().take_while(|c| c.is_ascii_digit()).count();
+            let mut n = start
+                + rest[start..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_digit())
+                    .count();
             let mut float = false;
             if rest.get(n) == Some(&b'.') && rest.get(n + 1).is_some_and(u8::is_ascii_digit) {
                 float = true;
-                n += 1 + rest[n + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+                n += 1 + rest[n + 1..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_digit())
+                    .count();
             }
             // A word that starts with digits (a hex blob) stays a word, as in flex's
             // longest match.
-            if !float && rest.get(n).is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') {
+            if !float
+                && rest
+                    .get(n)
+                    .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+            {
                 let n = rest.iter().take_while(|c| is_word(**c)).count();
                 tokens.push(Token {
                     tok: Tok::Word(String::from_utf8_lossy(&rest[..n]).into_owned()),

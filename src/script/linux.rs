@@ -85,6 +85,10 @@ pub const DEFAULT_SYSCTLS: &[(&str, &str)] = &[
         "a1a1a1a1-b2b2b2b2-c3c3c3c3-d4d4d4d4",
     ),
     ("net.ipv4.tcp_syncookies", "1"),
+    // Not in defaults.sh, which predates it: since Linux 6.5 the first SYN
+    // retransmissions back off linearly (1 s apart); packetdrill's scripts and RFC 6298
+    // §5.5 double the timeout each time.
+    ("net.ipv4.tcp_syn_linear_timeouts", "0"),
 ];
 
 static NEXT_NS: AtomicU64 = AtomicU64::new(0);
@@ -276,7 +280,10 @@ impl LinuxBackend {
         let netns = Netns::create()?;
         let tun = netns.run_in(|| {
             // No IPv6 in the namespace: the device must not send router solicitations.
-            for key in ["net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"] {
+            for key in [
+                "net.ipv6.conf.all.disable_ipv6",
+                "net.ipv6.conf.default.disable_ipv6",
+            ] {
                 let _ = write_sysctl(key, "1");
             }
             for (key, value) in DEFAULT_SYSCTLS {
@@ -290,17 +297,32 @@ impl LinuxBackend {
         netns.ip(&["link", "set", DEVICE, "up"])?;
         // defaults.sh: "Many tests fail with timing errors if the default is FQ".
         let _ = Command::new("tc")
-            .args(["-n", netns.name(), "qdisc", "replace", "dev", DEVICE, "root", "pfifo"])
+            .args([
+                "-n",
+                netns.name(),
+                "qdisc",
+                "replace",
+                "dev",
+                DEVICE,
+                "root",
+                "pfifo",
+            ])
             .output();
         let mut pipe = [0; 2];
         // SAFETY: pipe2 fills the two descriptors it is given.
         if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-            return Err(BackendError::Failed(format!("pipe: {}", io::Error::last_os_error())));
+            return Err(BackendError::Failed(format!(
+                "pipe: {}",
+                io::Error::last_os_error()
+            )));
         }
         // SAFETY: both descriptors were just made and belong to nothing else.
-        let (wake_rx, wake_tx) = unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+        let (wake_rx, wake_tx) =
+            unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
         let (finished_tx, finished) = channel();
-        let epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         Ok(LinuxBackend {
             sockets: Arc::new(Mutex::new(HashSet::new())),
             tun,
@@ -387,8 +409,18 @@ impl LinuxBackend {
     fn read_tun(&mut self) -> Result<(), BackendError> {
         loop {
             // SAFETY: reading into our own buffer, of its length, from our descriptor.
-            let n = unsafe { libc::read(self.tun.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len()) };
-            let r = if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) };
+            let n = unsafe {
+                libc::read(
+                    self.tun.as_raw_fd(),
+                    self.buf.as_mut_ptr().cast(),
+                    self.buf.len(),
+                )
+            };
+            let r = if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            };
             match r {
                 Ok(n) if n > VNET_HDR_LEN => {
                     let at = self.since_start(Instant::now());
@@ -406,7 +438,6 @@ impl LinuxBackend {
             }
         }
     }
-
 }
 
 impl Drop for LinuxBackend {
@@ -431,7 +462,10 @@ fn sleeping(tid: i32) -> bool {
         .ok()
         .and_then(|s| {
             let after = s.rfind(')')?;
-            s[after + 1..].split_whitespace().next().map(|st| st == "S" || st == "D")
+            s[after + 1..]
+                .split_whitespace()
+                .next()
+                .map(|st| st == "S" || st == "D")
         })
         .unwrap_or(false)
 }
@@ -490,7 +524,14 @@ impl Backend for LinuxBackend {
         }
         let mut sink = [0u8; 64];
         // SAFETY: reading into a local buffer from our non-blocking pipe.
-        while unsafe { libc::read(self.shared.wake_rx.as_raw_fd(), sink.as_mut_ptr().cast(), sink.len()) } > 0 {}
+        while unsafe {
+            libc::read(
+                self.shared.wake_rx.as_raw_fd(),
+                sink.as_mut_ptr().cast(),
+                sink.len(),
+            )
+        } > 0
+        {}
         self.read_tun()?;
         self.collect_finished();
         Ok(())
@@ -530,7 +571,10 @@ impl Backend for LinuxBackend {
             .jobs
             .send((id, call.clone()))
             .map_err(|_| BackendError::Failed("a call thread is gone".into()))?;
-        let (tid, running) = (worker.tid.load(Ordering::SeqCst), Arc::clone(&worker.running));
+        let (tid, running) = (
+            worker.tid.load(Ordering::SeqCst),
+            Arc::clone(&worker.running),
+        );
         // Wait until the call returns or its thread sleeps in the kernel (packetdrill's
         // is_thread_sleeping), whichever comes first.
         loop {
@@ -563,8 +607,7 @@ impl Backend for LinuxBackend {
     fn set_sysctl(&mut self, key: &str, value: &str) -> Result<(), BackendError> {
         let (k, v) = (key.to_owned(), value.to_owned());
         self.netns.run_in(move || {
-            write_sysctl(&k, &v)
-                .map_err(|e| BackendError::Failed(format!("sysctl {k}={v}: {e}")))
+            write_sysctl(&k, &v).map_err(|e| BackendError::Failed(format!("sysctl {k}={v}: {e}")))
         })
     }
 }
@@ -607,20 +650,30 @@ fn make_call(call: &Call, sockets: &Mutex<HashSet<i32>>) -> CallResult {
     // buffers and structures that live across each call and lengths that match them.
     unsafe {
         match call {
-            Call::Socket { domain, ty, protocol } => {
-                track(ret(libc::socket(*domain, *ty, *protocol) as libc::c_long))
-            }
+            Call::Socket {
+                domain,
+                ty,
+                protocol,
+            } => track(ret(libc::socket(*domain, *ty, *protocol) as libc::c_long)),
             Call::Bind { fd, addr } => {
                 let sa = sockaddr(addr);
-                ret(libc::bind(*fd, (&sa as *const libc::sockaddr_in).cast(), len_in) as libc::c_long)
+                ret(
+                    libc::bind(*fd, (&sa as *const libc::sockaddr_in).cast(), len_in)
+                        as libc::c_long,
+                )
             }
             Call::Listen { fd, backlog } => ret(libc::listen(*fd, *backlog) as libc::c_long),
             Call::Accept { fd } => {
-                track(ret(libc::accept(*fd, std::ptr::null_mut(), std::ptr::null_mut()) as libc::c_long))
+                track(ret(
+                    libc::accept(*fd, std::ptr::null_mut(), std::ptr::null_mut()) as libc::c_long,
+                ))
             }
             Call::Connect { fd, addr } => {
                 let sa = sockaddr(addr);
-                ret(libc::connect(*fd, (&sa as *const libc::sockaddr_in).cast(), len_in) as libc::c_long)
+                ret(
+                    libc::connect(*fd, (&sa as *const libc::sockaddr_in).cast(), len_in)
+                        as libc::c_long,
+                )
             }
             Call::Recv { fd, len, flags } => {
                 let mut buf = vec![0u8; *len];
@@ -629,7 +682,10 @@ fn make_call(call: &Call, sockets: &Mutex<HashSet<i32>>) -> CallResult {
             Call::Send { fd, len, flags } => {
                 let buf = vec![0u8; *len];
                 // MSG_NOSIGNAL: EPIPE comes back as an error, as packetdrill's SIG_IGN.
-                ret(libc::send(*fd, buf.as_ptr().cast(), *len, *flags | libc::MSG_NOSIGNAL) as libc::c_long)
+                ret(
+                    libc::send(*fd, buf.as_ptr().cast(), *len, *flags | libc::MSG_NOSIGNAL)
+                        as libc::c_long,
+                )
             }
             Call::Shutdown { fd, how } => ret(libc::shutdown(*fd, *how) as libc::c_long),
             Call::Close { fd } => {
@@ -645,7 +701,12 @@ fn make_call(call: &Call, sockets: &Mutex<HashSet<i32>>) -> CallResult {
                 Some(a) => libc::fcntl(*fd, *cmd, *a as libc::c_long),
                 None => libc::fcntl(*fd, *cmd),
             } as libc::c_long),
-            Call::SetSockOpt { fd, level, name, value } => match value {
+            Call::SetSockOpt {
+                fd,
+                level,
+                name,
+                value,
+            } => match value {
                 OptValue::Int(v) => ret(libc::setsockopt(
                     *fd,
                     *level,
@@ -670,8 +731,11 @@ fn make_call(call: &Call, sockets: &Mutex<HashSet<i32>>) -> CallResult {
             Call::GetSockOpt { fd, level, name } => {
                 let mut v: i32 = 0;
                 let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
-                let r = ret(libc::getsockopt(*fd, *level, *name, (&mut v as *mut i32).cast(), &mut len)
-                    as libc::c_long);
+                let r =
+                    ret(
+                        libc::getsockopt(*fd, *level, *name, (&mut v as *mut i32).cast(), &mut len)
+                            as libc::c_long,
+                    );
                 CallResult {
                     value: (r.ret == 0).then_some(i64::from(v)),
                     ..r

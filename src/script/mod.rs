@@ -90,9 +90,14 @@ pub enum Verdict {
     /// The stack diverged from the script: packetdrill's message.
     Failed(String),
     /// It diverged where a `synack-expect-fail` directive says it does.
-    ExpectedFailure { reason: String, message: String },
+    ExpectedFailure {
+        reason: String,
+        message: String,
+    },
     /// A directive says it diverges, but it passed: the directive is out of date.
-    UnexpectedPass { reason: String },
+    UnexpectedPass {
+        reason: String,
+    },
     /// The stack cannot run here (no root, not built).
     Unavailable(String),
 }
@@ -134,7 +139,9 @@ impl Report {
     pub fn ok(&self) -> bool {
         self.scripts.iter().all(|s| {
             s.error.is_none()
-                && s.runs.iter().any(|r| !matches!(r.verdict, Verdict::Unavailable(_)))
+                && s.runs
+                    .iter()
+                    .any(|r| !matches!(r.verdict, Verdict::Unavailable(_)))
                 && s.runs
                     .iter()
                     .all(|r| r.verdict.ok() || matches!(r.verdict, Verdict::Unavailable(_)))
@@ -190,7 +197,9 @@ pub fn tuning(script: &Script, tolerance_usecs: Option<i64>) -> Result<Tuning, S
             "strict_segments" => t.strict_segments = true,
             "ip_version" => {
                 if value()? != "ipv4" {
-                    return Err(err("synack script runs IPv4 only (--ip_version=ipv4)".into()));
+                    return Err(err(
+                        "synack script runs IPv4 only (--ip_version=ipv4)".into()
+                    ));
                 }
             }
             "verbose" => {}
@@ -212,14 +221,12 @@ pub fn tuning(script: &Script, tolerance_usecs: Option<i64>) -> Result<Tuning, S
         ));
     }
     // Shell blocks are read before anything runs, so a refusal names its line at once.
-    let shells = script
-        .init_shell
-        .iter()
-        .chain(&script.cleanup_shell)
-        .chain(script.events.iter().filter_map(|e| match &e.action {
+    let shells = script.init_shell.iter().chain(&script.cleanup_shell).chain(
+        script.events.iter().filter_map(|e| match &e.action {
             ast::Action::Shell(s) => Some(s),
             _ => None,
-        }));
+        }),
+    );
     for s in shells {
         runner::shell_commands(&s.text).map_err(|m| ScriptError::at(&script.file, s.span, m))?;
     }
@@ -253,7 +260,11 @@ pub fn judge(script: &Script, stack: &str, result: &RunResult) -> Verdict {
 }
 
 /// Writes a run's packets, with their comments, to a pcapng file.
-pub fn write_capture(path: &Path, epoch: std::time::Duration, result: &RunResult) -> std::io::Result<()> {
+pub fn write_capture(
+    path: &Path,
+    epoch: std::time::Duration,
+    result: &RunResult,
+) -> std::io::Result<()> {
     let mut sink = PcapngSink::create(
         path,
         SinkInfo {
@@ -262,7 +273,11 @@ pub fn write_capture(path: &Path, epoch: std::time::Duration, result: &RunResult
         },
     )?;
     for p in &result.packets {
-        let dir = if p.inbound { Direction::In } else { Direction::Out };
+        let dir = if p.inbound {
+            Direction::In
+        } else {
+            Direction::Out
+        };
         sink.write_packet(epoch + p.at, dir, &p.bytes, Some(p.comment.clone()))?;
     }
     sink.finish()
@@ -348,7 +363,9 @@ fn run_on(script: &Script, tuning: &Tuning, stack: Stack, file: &Path, dir: &Pat
         Err(e) => (
             None,
             match verdict {
-                Verdict::Passed => Verdict::Failed(format!("cannot write the capture {}: {e}", path.display())),
+                Verdict::Passed => {
+                    Verdict::Failed(format!("cannot write the capture {}: {e}", path.display()))
+                }
                 v => v,
             },
         ),
@@ -381,11 +398,20 @@ pub fn render(report: &Report) -> String {
                 }
                 Verdict::ExpectedFailure { reason, .. } => {
                     passed += 1;
-                    let _ = writeln!(out, "differs  {} [{name}] as marked: {reason}", s.file.display());
+                    let _ = writeln!(
+                        out,
+                        "differs  {} [{name}] as marked: {reason}",
+                        s.file.display()
+                    );
                 }
                 Verdict::Failed(m) => {
                     failed += 1;
-                    let _ = writeln!(out, "FAILED   {} [{name}]\n{}", s.file.display(), m.trim_end());
+                    let _ = writeln!(
+                        out,
+                        "FAILED   {} [{name}]\n{}",
+                        s.file.display(),
+                        m.trim_end()
+                    );
                 }
                 Verdict::UnexpectedPass { reason } => {
                     failed += 1;
@@ -418,7 +444,12 @@ pub fn side_by_side(s: &ScriptReport) -> String {
     let lines: Vec<&str> = s.source.lines().collect();
     let mut out = String::new();
     let names: Vec<&str> = s.runs.iter().map(|r| r.stack.name()).collect();
-    let _ = writeln!(out, "  line  {:<52} {}", "script", names.iter().map(|n| format!("{n:<9}")).collect::<String>());
+    let _ = writeln!(
+        out,
+        "  line  {:<52} {}",
+        "script",
+        names.iter().map(|n| format!("{n:<9}")).collect::<String>()
+    );
     let Some(first) = s.runs.iter().find_map(|r| r.result.as_ref()) else {
         return out;
     };
@@ -428,12 +459,14 @@ pub fn side_by_side(s: &ScriptReport) -> String {
         let marks: Vec<&str> = s
             .runs
             .iter()
-            .map(|r| match (&r.verdict, r.result.as_ref().map(|x| &x.events[i].1)) {
-                (Verdict::Unavailable(_), _) | (_, None) => "n/a",
-                (_, Some(EventStatus::Passed)) => "ok",
-                (_, Some(EventStatus::Failed(_))) => "FAIL",
-                (_, Some(EventStatus::NotReached)) => "-",
-            })
+            .map(
+                |r| match (&r.verdict, r.result.as_ref().map(|x| &x.events[i].1)) {
+                    (Verdict::Unavailable(_), _) | (_, None) => "n/a",
+                    (_, Some(EventStatus::Passed)) => "ok",
+                    (_, Some(EventStatus::Failed(_))) => "FAIL",
+                    (_, Some(EventStatus::NotReached)) => "-",
+                },
+            )
             .collect();
         let ran: Vec<&&str> = marks.iter().filter(|m| **m != "n/a").collect();
         let differ = ran.windows(2).any(|w| w[0] != w[1]);
@@ -447,7 +480,12 @@ pub fn side_by_side(s: &ScriptReport) -> String {
     }
     for r in &s.runs {
         if let Verdict::Failed(m) | Verdict::ExpectedFailure { message: m, .. } = &r.verdict {
-            let _ = writeln!(out, "  {}: {}", r.stack.name(), m.lines().next().unwrap_or(""));
+            let _ = writeln!(
+                out,
+                "  {}: {}",
+                r.stack.name(),
+                m.lines().next().unwrap_or("")
+            );
         }
     }
     out

@@ -53,7 +53,10 @@ impl Parser<'_> {
 
     fn unexpected<T>(&self, wanted: &str) -> Result<T> {
         let t = self.peek();
-        self.err(t.span, format!("expected {wanted}, found {}", t.tok.describe()))
+        self.err(
+            t.span,
+            format!("expected {wanted}, found {}", t.tok.describe()),
+        )
     }
 
     fn is_punct(&self, c: char) -> bool {
@@ -244,10 +247,16 @@ impl Parser<'_> {
         let outbound = matches!(&action, Action::Packet(p) if p.dir == Dir::Outbound);
         match time {
             Timing::Any if !outbound => {
-                return self.err(start, "event time <star> can only be used with outbound packets");
+                return self.err(
+                    start,
+                    "event time <star> can only be used with outbound packets",
+                );
             }
             Timing::AbsoluteRange(..) | Timing::RelativeRange(..) if !outbound => {
-                return self.err(start, "event time range can only be used with outbound packets");
+                return self.err(
+                    start,
+                    "event time range can only be used with outbound packets",
+                );
             }
             _ => {}
         }
@@ -303,7 +312,10 @@ impl Parser<'_> {
     fn icmp(&mut self) -> Result<IcmpSpec> {
         let span = self.peek().span;
         let Tok::Word(name) = self.next().tok else {
-            return self.err(span, "expected an ICMP type (unreachable, echo_request, ...)");
+            return self.err(
+                span,
+                "expected an ICMP type (unreachable, echo_request, ...)",
+            );
         };
         let Some(icmp_type) = ICMP_TYPES.iter().find(|(n, _)| *n == name).map(|(_, t)| *t) else {
             return self.err(span, format!("unknown ICMP type '{name}'"));
@@ -423,7 +435,10 @@ impl Parser<'_> {
             if self.peek().tok == Tok::Ellipsis {
                 self.pos += 1;
                 if dir == Dir::Inbound {
-                    return self.err(lt, "<...> for TCP options can only be used with outbound packets");
+                    return self.err(
+                        lt,
+                        "<...> for TCP options can only be used with outbound packets",
+                    );
                 }
                 options = None;
             } else {
@@ -671,12 +686,18 @@ fn token_text(t: &Tok) -> String {
 /// `0.100` seconds in microseconds, without going through a float.
 fn seconds_to_us(text: &str) -> Option<i64> {
     let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
-    let whole: i64 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let whole: i64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
     let mut digits: String = frac.chars().take(6).collect();
     while digits.len() < 6 {
         digits.push('0');
     }
-    whole.checked_mul(1_000_000)?.checked_add(digits.parse().ok()?)
+    whole
+        .checked_mul(1_000_000)?
+        .checked_add(digits.parse().ok()?)
 }
 
 /// packetdrill's ICMPv4 type names (icmp_packet.c).
@@ -721,7 +742,9 @@ fn directives(file: &str, comments: &[Comment], events: &[Event]) -> Result<Vec<
             return Err(ScriptError::at(
                 file,
                 c.span,
-                format!("write the directive as '// {EXPECT_FAIL} STACK: reason' or '// {EXPECT_FAIL} STACK anywhere: reason'"),
+                format!(
+                    "write the directive as '// {EXPECT_FAIL} STACK: reason' or '// {EXPECT_FAIL} STACK anywhere: reason'"
+                ),
             ));
         };
         let mut words = head.split_whitespace();
@@ -733,7 +756,9 @@ fn directives(file: &str, comments: &[Comment], events: &[Event]) -> Result<Vec<
                 return Err(ScriptError::at(
                     file,
                     c.span,
-                    format!("unexpected '{other}' in the directive: only 'anywhere' may follow the stack's name"),
+                    format!(
+                        "unexpected '{other}' in the directive: only 'anywhere' may follow the stack's name"
+                    ),
                 ));
             }
         };

@@ -167,7 +167,10 @@ pub fn run_script(script: &Script, tuning: &Tuning, backend: &mut dyn Backend) -
         r.packets.push(Captured {
             at: p.at,
             inbound: false,
-            comment: format!("seen after the script's last look: {}", r.describe_seen(&p.bytes)),
+            comment: format!(
+                "seen after the script's last look: {}",
+                r.describe_seen(&p.bytes)
+            ),
             bytes: p.bytes,
         });
     }
@@ -438,7 +441,9 @@ impl Runner<'_> {
             Action::Packet(p) if p.dir == Dir::Inbound => self.inbound(event, p, start, last),
             Action::Packet(p) => self.outbound(event, p, start, end, last),
             Action::Call(c) => self.call(event, c, start, offset, last),
-            Action::Shell(s) => self.shell(s).map_err(|m| format!("{}:{}: {m}", self.file(), event.line())),
+            Action::Shell(s) => self
+                .shell(s)
+                .map_err(|m| format!("{}:{}: {m}", self.file(), event.line())),
         };
         self.last_time = Some(start);
         self.last_inbound = inbound;
@@ -462,7 +467,13 @@ impl Runner<'_> {
 
     // ----- inbound packets -----
 
-    fn inbound(&mut self, event: &Event, p: &PacketSpec, t: i64, last: Option<i64>) -> Result<(), String> {
+    fn inbound(
+        &mut self,
+        event: &Event,
+        p: &PacketSpec,
+        t: i64,
+        last: Option<i64>,
+    ) -> Result<(), String> {
         self.wait_until(t)?;
         let now = self.now();
         let line = event.line();
@@ -529,7 +540,10 @@ impl Runner<'_> {
     fn build_inbound(&mut self, p: &PacketSpec) -> Result<Vec<u8>, String> {
         match &p.body {
             PacketBody::Tcp(tcp) => {
-                let fresh = self.conn.as_ref().is_none_or(|c| c.state == ConnState::Listening);
+                let fresh = self
+                    .conn
+                    .as_ref()
+                    .is_none_or(|c| c.state == ConnState::Listening);
                 let c = self.conn_for_inbound(Proto::Tcp);
                 let syn = tcp.flags & flag::SYN != 0;
                 let ack = tcp.flags & flag::ACK != 0;
@@ -546,7 +560,11 @@ impl Runner<'_> {
                 }
                 let seq = tcp.seq.wrapping_add(c.remote_offset(syn));
                 let ack_off = c.local_offset(syn);
-                let ack_no = if ack { tcp.ack.wrapping_add(ack_off) } else { tcp.ack };
+                let ack_no = if ack {
+                    tcp.ack.wrapping_add(ack_off)
+                } else {
+                    tcp.ack
+                };
                 let mut options = tcp.options.clone().unwrap_or_default();
                 for o in &mut options {
                     match o {
@@ -755,7 +773,8 @@ impl Runner<'_> {
                 let fits = match (&last_seen.body, &seen.body) {
                     (SeenBody::Tcp(a), SeenBody::Tcp(b)) => {
                         b.seq == a.seq.wrapping_add(a.payload_len as u32)
-                            && a.flags & !(flag::PSH | flag::FIN) == b.flags & !(flag::PSH | flag::FIN)
+                            && a.flags & !(flag::PSH | flag::FIN)
+                                == b.flags & !(flag::PSH | flag::FIN)
                             && a.ack == b.ack
                             && (tcp_len(&seen) == prev_len || tcp_len(&seen) + have >= want)
                     }
@@ -792,9 +811,9 @@ impl Runner<'_> {
             };
             let comment = match &result {
                 Ok(()) => format!("expected by the script (line {line}){piece}: {actual_text}"),
-                Err(e) => format!(
-                    "line {line} expected {script_text}; seen{piece}: {actual_text} ({e})"
-                ),
+                Err(e) => {
+                    format!("line {line} expected {script_text}; seen{piece}: {actual_text} ({e})")
+                }
             };
             self.packets.push(Captured {
                 at: e.at,
@@ -810,7 +829,9 @@ impl Runner<'_> {
     fn describe_seen(&self, bytes: &[u8]) -> String {
         match wire::parse(bytes) {
             Some(seen) => match (&self.conn, &seen.body) {
-                (Some(c), SeenBody::Tcp(_)) if seen.src == *c.local.ip() => describe_mapped(c, &seen),
+                (Some(c), SeenBody::Tcp(_)) if seen.src == *c.local.ip() => {
+                    describe_mapped(c, &seen)
+                }
                 _ => describe_raw(&seen),
             },
             None => format!("{} bytes, not IPv4", bytes.len()),
@@ -840,7 +861,14 @@ impl Runner<'_> {
 
     // ----- system calls -----
 
-    fn call(&mut self, event: &Event, spec: &CallSpec, start: i64, offset: i64, last: Option<i64>) -> Result<(), String> {
+    fn call(
+        &mut self,
+        event: &Event,
+        spec: &CallSpec,
+        start: i64,
+        offset: i64,
+        last: Option<i64>,
+    ) -> Result<(), String> {
         let line = event.line();
         let file = self.file().to_owned();
         let name = spec.name.clone();
@@ -861,18 +889,36 @@ impl Runner<'_> {
         }
         self.wait_until(start)?;
         let now = self.now();
-        self.verify_time(Timing::Absolute(start), start, start, now, last, "system call start")
-            .map_err(|e| format!("{file}:{line}: {e}"))?;
+        self.verify_time(
+            Timing::Absolute(start),
+            start,
+            start,
+            now,
+            last,
+            "system call start",
+        )
+        .map_err(|e| format!("{file}:{line}: {e}"))?;
         let call = self.resolve_call(spec).map_err(&rt)?;
         self.before_call(&call);
         let started = self.b.start_call(&call).map_err(|e| rt(e.to_string()))?;
         match (started, spec.end) {
             (Started::Done(result), Some(end)) => {
-                let end = if matches!(event.time, Timing::Relative(_)) { end + offset } else { end };
+                let end = if matches!(event.time, Timing::Relative(_)) {
+                    end + offset
+                } else {
+                    end
+                };
                 self.check_result(spec, &call, result).map_err(&rt)?;
                 let now = self.now();
-                self.verify_time(Timing::Absolute(end), end, end, now, Some(start), "system call return")
-                    .map_err(|e| format!("{file}:{line}: {e}"))
+                self.verify_time(
+                    Timing::Absolute(end),
+                    end,
+                    end,
+                    now,
+                    Some(start),
+                    "system call return",
+                )
+                .map_err(|e| format!("{file}:{line}: {e}"))
             }
             (Started::Done(result), None) => self.check_result(spec, &call, result).map_err(&rt),
             (Started::Blocked(id), Some(end)) => {
@@ -963,7 +1009,9 @@ impl Runner<'_> {
         match e {
             Expr::Ellipsis => Ok(default),
             Expr::SockAddr { port, addr } => {
-                let ip: Ipv4Addr = addr.parse().map_err(|_| format!("invalid IPv4 address \"{addr}\""))?;
+                let ip: Ipv4Addr = addr
+                    .parse()
+                    .map_err(|_| format!("invalid IPv4 address \"{addr}\""))?;
                 // packetdrill's defaults stand for the live addresses.
                 let ip = match ip.octets() {
                     [192, 168, 0, 1] => self.b.local_addr(),
@@ -977,14 +1025,20 @@ impl Runner<'_> {
     }
 
     fn arg<'e>(&self, spec: &'e CallSpec, i: usize) -> Result<&'e Expr, String> {
-        spec.args.get(i).ok_or_else(|| "Argument list too short".to_owned())
+        spec.args
+            .get(i)
+            .ok_or_else(|| "Argument list too short".to_owned())
     }
 
     fn check_args(&self, spec: &CallSpec, n: &[usize]) -> Result<(), String> {
         if n.contains(&spec.args.len()) {
             Ok(())
         } else {
-            Err(format!("Expected {} args but got {}", n[0], spec.args.len()))
+            Err(format!(
+                "Expected {} args but got {}",
+                n[0],
+                spec.args.len()
+            ))
         }
     }
 
@@ -1044,7 +1098,8 @@ impl Runner<'_> {
                     return Err("Expected ... or NULL for buffer".into());
                 }
                 let fd = self.fd(a(0)?)?;
-                let len = usize::try_from(self.int(a(2)?)?).map_err(|_| "negative length".to_owned())?;
+                let len =
+                    usize::try_from(self.int(a(2)?)?).map_err(|_| "negative length".to_owned())?;
                 if matches!(spec.name.as_str(), "read" | "recv") {
                     Call::Recv { fd, len, flags }
                 } else {
@@ -1066,7 +1121,10 @@ impl Runner<'_> {
             }
             "fcntl" => {
                 if !(2..=3).contains(&spec.args.len()) {
-                    return Err(format!("fcntl expected 2-3 args but got {}", spec.args.len()));
+                    return Err(format!(
+                        "fcntl expected 2-3 args but got {}",
+                        spec.args.len()
+                    ));
                 }
                 Call::Fcntl {
                     fd: self.fd(a(0)?)?,
@@ -1113,10 +1171,18 @@ impl Runner<'_> {
         let with_errno = || format!("with errno {} ({})", r.errno, symbols::strerror(r.errno));
         if fd_mode && expected >= 0 {
             if r.ret < 0 {
-                return Err(format!("Expected non-negative result but got {} {}", r.ret, with_errno()));
+                return Err(format!(
+                    "Expected non-negative result but got {} {}",
+                    r.ret,
+                    with_errno()
+                ));
             }
         } else if r.ret != expected {
-            return Err(format!("Expected result {expected} but got {} {}", r.ret, with_errno()));
+            return Err(format!(
+                "Expected result {expected} but got {} {}",
+                r.ret,
+                with_errno()
+            ));
         }
         if let Some(name) = &spec.errno {
             let want = symbols::errno(name).ok_or_else(|| format!("unknown errno '{name}'"))?;
@@ -1135,7 +1201,11 @@ impl Runner<'_> {
                     return Err(format!("duplicate fd {expected} in script"));
                 }
                 self.fds.insert(expected, r.ret as SocketId);
-                let proto = if ty & 0xF == libc::SOCK_DGRAM { Proto::Udp } else { Proto::Tcp };
+                let proto = if ty & 0xF == libc::SOCK_DGRAM {
+                    Proto::Udp
+                } else {
+                    Proto::Tcp
+                };
                 self.conn = Some(Conn::new(
                     proto,
                     SocketAddrV4::new(self.b.local_addr(), 0),
@@ -1157,7 +1227,9 @@ impl Runner<'_> {
                 {
                     let w = self.int(w)?;
                     if w != got {
-                        return Err(format!("Bad getsockopt optval: expected: {w} actual: {got}"));
+                        return Err(format!(
+                            "Bad getsockopt optval: expected: {w} actual: {got}"
+                        ));
                     }
                 }
             }
@@ -1181,12 +1253,26 @@ impl Runner<'_> {
         }
         let p = self.pending.take().expect("checked above");
         let file = self.file().to_owned();
-        let fail = |message: String| Failure { line: p.line, message };
-        self.check_result(&p.spec, &p.call, f.result)
-            .map_err(|e| fail(format!("{file}:{}: runtime error in {} call: {e}", p.line, p.name)))?;
+        let fail = |message: String| Failure {
+            line: p.line,
+            message,
+        };
+        self.check_result(&p.spec, &p.call, f.result).map_err(|e| {
+            fail(format!(
+                "{file}:{}: runtime error in {} call: {e}",
+                p.line, p.name
+            ))
+        })?;
         let _ = p.relative;
-        self.verify_time(Timing::Absolute(p.end), p.end, p.end, us(f.at), Some(p.start), "system call return")
-            .map_err(|e| fail(format!("{file}:{}: {e}", p.line)))
+        self.verify_time(
+            Timing::Absolute(p.end),
+            p.end,
+            p.end,
+            us(f.at),
+            Some(p.start),
+            "system call return",
+        )
+        .map_err(|e| fail(format!("{file}:{}: {e}", p.line)))
     }
 
     fn finish(&mut self) -> Result<(), Failure> {
@@ -1213,9 +1299,10 @@ impl Runner<'_> {
                         ),
                     });
                 }
-                self.b
-                    .wait(dur(limit))
-                    .map_err(|e| Failure { line: p.line, message: e.to_string() })?;
+                self.b.wait(dur(limit)).map_err(|e| Failure {
+                    line: p.line,
+                    message: e.to_string(),
+                })?;
             }
         }
         Ok(())
@@ -1257,7 +1344,11 @@ fn mapped(c: &Conn, t: &SeenTcp) -> TcpView {
     let syn = t.flags & flag::SYN != 0;
     let seq = t.seq.wrapping_sub(c.local_offset(syn));
     let ack_off = c.remote_offset(syn);
-    let ack = if t.flags & flag::ACK != 0 { t.ack.wrapping_sub(ack_off) } else { t.ack };
+    let ack = if t.flags & flag::ACK != 0 {
+        t.ack.wrapping_sub(ack_off)
+    } else {
+        t.ack
+    };
     let options = t
         .options
         .iter()
@@ -1312,7 +1403,11 @@ fn describe_raw(s: &Seen) -> String {
                 options: t.options.clone(),
             })
         ),
-        SeenBody::Udp { sport, dport, payload_len } => {
+        SeenBody::Udp {
+            sport,
+            dport,
+            payload_len,
+        } => {
             format!("{}:{sport} > {}:{dport} udp ({payload_len})", s.src, s.dst)
         }
         SeenBody::Icmp { icmp_type, code } => {
@@ -1334,7 +1429,14 @@ fn check_field(name: &str, expected: u32, actual: u32) -> Result<(), String> {
 
 /// packetdrill's verify_outbound_live_packet(), field by field in its order. Learns the
 /// connection's initial sequence numbers and TS mapping from the packet first.
-fn verify(c: &mut Conn, expect: &Expect<'_>, seen: &Seen, t: &Tuning, script_time: i64, _at: i64) -> Result<(), String> {
+fn verify(
+    c: &mut Conn,
+    expect: &Expect<'_>,
+    seen: &Seen,
+    t: &Tuning,
+    script_time: i64,
+    _at: i64,
+) -> Result<(), String> {
     match (expect, &seen.body) {
         (Expect::Tcp(want), SeenBody::Tcp(got)) => {
             let syn = got.flags & flag::SYN != 0;
@@ -1353,7 +1455,11 @@ fn verify(c: &mut Conn, expect: &Expect<'_>, seen: &Seen, t: &Tuning, script_tim
                         c.ts_map.clear();
                         c.ts_first = None;
                     }
-                    c.state = if ack { ConnState::SynReceived } else { ConnState::SynSent };
+                    c.state = if ack {
+                        ConnState::SynReceived
+                    } else {
+                        ConnState::SynSent
+                    };
                 }
             } else if !syn && c.state == ConnState::SynReceived {
                 c.new_syn = None;
@@ -1402,11 +1508,19 @@ fn verify(c: &mut Conn, expect: &Expect<'_>, seen: &Seen, t: &Tuning, script_tim
                 ("tcp_ece", flag::ECE),
                 ("tcp_cwr", flag::CWR),
             ] {
-                check_field(name, u32::from(want.flags & bit != 0), u32::from(got.flags & bit != 0))?;
+                check_field(
+                    name,
+                    u32::from(want.flags & bit != 0),
+                    u32::from(got.flags & bit != 0),
+                )?;
             }
             check_field("tcp_reserved_bits", 0, u32::from(got.reserved))?;
             check_field("tcp_seq", want.seq, view.seq)?;
-            check_field("tcp_ack_seq", want.ack, if ack { view.ack } else { got.ack })?;
+            check_field(
+                "tcp_ack_seq",
+                want.ack,
+                if ack { view.ack } else { got.ack },
+            )?;
             if let Some(w) = want.win {
                 check_field("tcp_window", u32::from(w), u32::from(got.win))?;
             }
@@ -1423,7 +1537,11 @@ fn verify(c: &mut Conn, expect: &Expect<'_>, seen: &Seen, t: &Tuning, script_tim
             check_field("udp_payload_len", u32::from(*len), *payload_len as u32)
         }
         (Expect::Icmp(want), SeenBody::Icmp { icmp_type, code }) => {
-            check_field("icmp_type", u32::from(want.icmp_type), u32::from(*icmp_type))?;
+            check_field(
+                "icmp_type",
+                u32::from(want.icmp_type),
+                u32::from(*icmp_type),
+            )?;
             check_field("icmp_code", u32::from(want.code), u32::from(*code))
         }
         (want, got) => {
@@ -1438,12 +1556,20 @@ fn verify(c: &mut Conn, expect: &Expect<'_>, seen: &Seen, t: &Tuning, script_tim
                 SeenBody::Icmp { .. } => "icmp",
                 SeenBody::Other(_) => "other",
             };
-            Err(format!("live packet header layer 1: expected: {w} header vs actual: {g} header"))
+            Err(format!(
+                "live packet header layer 1: expected: {w} header vs actual: {g} header"
+            ))
         }
     }
 }
 
-fn verify_options(want: &[TcpOpt], got: &[TcpOpt], raw: &SeenTcp, t: &Tuning, script_time: i64) -> Result<(), String> {
+fn verify_options(
+    want: &[TcpOpt],
+    got: &[TcpOpt],
+    raw: &SeenTcp,
+    t: &Tuning,
+    script_time: i64,
+) -> Result<(), String> {
     if !raw.unknown_options.is_empty() || want.len() != got.len() {
         return Err("bad outbound TCP options".into());
     }
@@ -1455,7 +1581,9 @@ fn verify_options(want: &[TcpOpt], got: &[TcpOpt], raw: &SeenTcp, t: &Tuning, sc
             (TcpOpt::Timestamp { val: wv, .. }, TcpOpt::Timestamp { val: gv, .. }) => {
                 // packetdrill checks TS val only with --tcp_ts_tick_usecs.
                 if t.tcp_ts_tick_usecs > 0 {
-                    let tol = t.tolerance_usecs.max((t.tolerance_percent / 100.0 * script_time as f64) as i64);
+                    let tol = t
+                        .tolerance_usecs
+                        .max((t.tolerance_percent / 100.0 * script_time as f64) as i64);
                     let off = i64::from((gv.wrapping_sub(*wv)) as i32).abs();
                     if off * t.tcp_ts_tick_usecs > tol {
                         return Err(format!("bad outbound TCP timestamp value, tolerance {tol}"));
@@ -1522,7 +1650,10 @@ pub fn shell_commands(text: &str) -> Result<Vec<ShellCommand>, String> {
         } else if *first == "sysctl" {
             for w in words[1..].iter().filter(|w| !w.starts_with('-')) {
                 let (k, v) = w.split_once('=').ok_or_else(|| refuse(cmd))?;
-                out.push(ShellCommand::Sysctl(k.to_owned(), v.trim_matches('"').to_owned()));
+                out.push(ShellCommand::Sysctl(
+                    k.to_owned(),
+                    v.trim_matches('"').to_owned(),
+                ));
             }
         } else {
             return Err(refuse(cmd));
