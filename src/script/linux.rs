@@ -8,8 +8,13 @@
 //!   included.
 //! - Offloads as packetdrill sets them: the TUN is opened with a virtio-net header and
 //!   `TUNSETOFFLOAD(CSUM | TSO4 | TSO6 | TSO_ECN)`, so the kernel hands over TSO
-//!   super-segments whole (what scripts like `fr-4pkt.pkt` expect) and leaves TCP
-//!   checksums partial; synack completes those before the capture. Injected packets carry
+//!   super-segments and leaves TCP checksums partial. Here synack differs from
+//!   packetdrill, which compares the super-segment itself: it cuts each one into the
+//!   MSS-sized segments a NIC would send (by the virtio header's `gso_size`) and
+//!   completes their checksums, so captures show the wire and a script can expect the
+//!   real segments (`no-options.pkt`); the runner joins consecutive segments again when
+//!   the script expects one larger segment, as packetdrill does, so scripts written for
+//!   super-segments (`fr-4pkt.pkt`) still pass. Injected packets carry
 //!   full checksums and no GSO (packetdrill's `--mss` GSO injection is not supported).
 //! - The TUN's queueing discipline is pfifo, as `defaults.sh` sets, so that no fq pacing
 //!   delays segments.
@@ -17,8 +22,12 @@
 //!   namespace of the thread that makes them). A call counts as blocking when its thread
 //!   sleeps in the kernel, as packetdrill judges it from `/proc/.../stat`.
 //! - Timing: wall clock, waits with ppoll(2) to the microsecond, packets stamped when
-//!   read off the TUN. packetdrill also pins its memory and takes a real-time priority;
-//!   synack does neither, so a loaded machine can show timing errors packetdrill would not.
+//!   read off the TUN. Like packetdrill, the runner's thread and the call threads take the
+//!   lowest real-time priority (SCHED_RR) while the backend lives, on machines with more
+//!   than one CPU; packetdrill also pins its memory (mlockall), synack does not. On a
+//!   busy machine timing errors remain possible, as with packetdrill. The kernel's own
+//!   timers tick at CONFIG_HZ (250 here: 4 ms), which scripts written on 1000 Hz kernels
+//!   can notice.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
@@ -42,6 +51,8 @@ const DEVICE: &str = "tun0";
 /// struct virtio_net_hdr (no mergeable buffers): what IFF_VNET_HDR puts before a packet.
 const VNET_HDR_LEN: usize = 10;
 const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
+const VIRTIO_NET_HDR_GSO_ECN: u8 = 0x80;
 /// Room for the largest GSO super-segment and its header.
 const READ_BUF: usize = 65_536 + VNET_HDR_LEN;
 
@@ -183,6 +194,29 @@ fn enter(name: &str) -> Result<(), BackendError> {
     Ok(())
 }
 
+/// Gives the calling thread the lowest real-time priority (SCHED_RR), as packetdrill does
+/// on machines with more than one CPU, so that a loaded machine delays the script's
+/// events less; returns the policy and priority to restore, if it changed anything.
+fn realtime() -> Option<(libc::c_int, libc::sched_param)> {
+    // SAFETY: sysconf, sched_* and pthread_* calls on the calling thread, with
+    // structures that live across each call.
+    unsafe {
+        if libc::sysconf(libc::_SC_NPROCESSORS_ONLN) <= 1 {
+            return None;
+        }
+        let mut policy = 0;
+        let mut old = std::mem::zeroed::<libc::sched_param>();
+        if libc::pthread_getschedparam(libc::pthread_self(), &mut policy, &mut old) != 0 {
+            return None;
+        }
+        let param = libc::sched_param {
+            sched_priority: libc::sched_get_priority_min(libc::SCHED_RR),
+        };
+        (libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_RR, &param) == 0)
+            .then_some((policy, old))
+    }
+}
+
 /// Writes a sysctl of the calling thread's namespace.
 fn write_sysctl(key: &str, value: &str) -> io::Result<()> {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
@@ -264,6 +298,8 @@ pub struct LinuxBackend {
     start: Instant,
     epoch: Duration,
     buf: Vec<u8>,
+    /// The calling thread's scheduling before [`realtime`], put back on drop.
+    sched: Option<(libc::c_int, libc::sched_param)>,
     netns: Netns,
 }
 
@@ -341,6 +377,7 @@ impl LinuxBackend {
             start: Instant::now(),
             epoch,
             buf: vec![0; READ_BUF],
+            sched: realtime(),
             netns,
         })
     }
@@ -366,6 +403,7 @@ impl LinuxBackend {
         std::thread::Builder::new()
             .name("synack-script-call".into())
             .spawn(move || {
+                let _ = realtime();
                 let entered = enter(&name);
                 // SAFETY: gettid has no preconditions.
                 t.store(unsafe { libc::gettid() }, Ordering::SeqCst);
@@ -425,11 +463,21 @@ impl LinuxBackend {
                 Ok(n) if n > VNET_HDR_LEN => {
                     let at = self.since_start(Instant::now());
                     let needs_csum = self.buf[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0;
+                    let gso_type = self.buf[1] & !VIRTIO_NET_HDR_GSO_ECN;
+                    let gso_size = usize::from(u16::from_le_bytes([self.buf[4], self.buf[5]]));
                     let mut bytes = self.buf[VNET_HDR_LEN..n].to_vec();
                     if needs_csum {
                         wire::complete_checksum(&mut bytes);
                     }
-                    self.emitted.push_back(Emitted { at, bytes });
+                    if gso_type == VIRTIO_NET_HDR_GSO_TCPV4 {
+                        // What the wire would carry; the runner joins the pieces again
+                        // when a script expects the super-segment.
+                        for piece in wire::split_tso(&bytes, gso_size) {
+                            self.emitted.push_back(Emitted { at, bytes: piece });
+                        }
+                    } else {
+                        self.emitted.push_back(Emitted { at, bytes });
+                    }
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -442,6 +490,10 @@ impl LinuxBackend {
 
 impl Drop for LinuxBackend {
     fn drop(&mut self) {
+        if let Some((policy, param)) = self.sched.take() {
+            // SAFETY: restores the calling thread's own scheduling parameters.
+            unsafe { libc::pthread_setschedparam(libc::pthread_self(), policy, &param) };
+        }
         // Wake calls still blocked (an accept that never got its connection) and close
         // every socket; the namespace goes after (field order).
         if let Ok(set) = self.sockets.lock() {

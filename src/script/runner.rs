@@ -549,10 +549,16 @@ impl Runner<'_> {
                 let ack = tcp.flags & flag::ACK != 0;
                 if fresh {
                     c.remote_isn = tcp.seq;
+                } else if syn
+                    && !ack
+                    && matches!(c.state, ConnState::Connecting | ConnState::SynSent)
+                {
+                    // Simultaneous open: the script's SYN crosses the stack's.
+                    c.remote_isn = tcp.seq;
                 } else if c.state == ConnState::SynSent && syn && ack {
                     c.remote_isn = tcp.seq;
                     c.state = ConnState::Synchronized;
-                } else if syn && !ack {
+                } else if syn && !ack && c.state == ConnState::Synchronized {
                     c.new_syn = Some(tcp.seq);
                 }
                 if c.state == ConnState::SynReceived && ack && !syn && !fresh {
@@ -1444,7 +1450,8 @@ fn verify(
             // Learn the stack's initial sequence number from its SYN or SYN-ACK.
             if want.flags & flag::SYN != 0 && syn {
                 let learn = match c.state {
-                    ConnState::Connecting | ConnState::SynReceived => true,
+                    ConnState::Connecting => !ack,
+                    ConnState::SynReceived => ack,
                     _ => ack && c.new_syn.is_some(),
                 };
                 if learn {
@@ -1461,8 +1468,9 @@ fn verify(
                         ConnState::SynSent
                     };
                 }
-            } else if !syn && c.state == ConnState::SynReceived {
-                c.new_syn = None;
+            } else if !syn && ack && c.state == ConnState::SynSent {
+                // The ACK that completes a simultaneous open.
+                c.state = ConnState::Synchronized;
             }
             if !syn {
                 c.new_syn = None;

@@ -350,3 +350,52 @@ pub fn ip_checksum_ok(p: &[u8]) -> bool {
     let ihl = usize::from(p[0] & 0x0F) * 4;
     p.len() >= ihl && fold(sum_bytes(0, &p[..ihl])) == 0
 }
+
+/// Cuts a TCP super-segment (TSO/GSO) into the segments of at most `mss` bytes that a
+/// NIC would put on the wire, as the kernel's own GSO does: the sequence number and IP
+/// identification advance, FIN and PSH stay on the last piece, CWR on the first, and
+/// every piece gets its checksums. Anything else comes back whole.
+pub fn split_tso(p: &[u8], mss: usize) -> Vec<Vec<u8>> {
+    let whole = || vec![p.to_vec()];
+    if mss == 0 || p.len() < 40 || p[0] >> 4 != 4 || p[9] != PROTO_TCP {
+        return whole();
+    }
+    let ihl = usize::from(p[0] & 0x0F) * 4;
+    if p.len() < ihl + 20 {
+        return whole();
+    }
+    let doff = usize::from(p[ihl + 12] >> 4) * 4;
+    let head = ihl + doff;
+    if doff < 20 || p.len() <= head + mss {
+        return whole();
+    }
+    let payload = &p[head..];
+    let id = u16::from_be_bytes([p[4], p[5]]);
+    let seq = u32::from_be_bytes([p[ihl + 4], p[ihl + 5], p[ihl + 6], p[ihl + 7]]);
+    let flags = p[ihl + 13];
+    let n = payload.len().div_ceil(mss);
+    let mut out = Vec::with_capacity(n);
+    for (i, chunk) in payload.chunks(mss).enumerate() {
+        let mut s = Vec::with_capacity(head + chunk.len());
+        s.extend_from_slice(&p[..head]);
+        s.extend_from_slice(chunk);
+        s[2..4].copy_from_slice(&((head + chunk.len()) as u16).to_be_bytes());
+        s[4..6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
+        s[10..12].copy_from_slice(&[0, 0]);
+        let sum = fold(sum_bytes(0, &s[..ihl]));
+        s[10..12].copy_from_slice(&sum.to_be_bytes());
+        let off = (i * mss) as u32;
+        s[ihl + 4..ihl + 8].copy_from_slice(&seq.wrapping_add(off).to_be_bytes());
+        let mut f = flags;
+        if i + 1 < n {
+            f &= !(super::ast::flag::FIN | super::ast::flag::PSH);
+        }
+        if i > 0 {
+            f &= !super::ast::flag::CWR;
+        }
+        s[ihl + 13] = f;
+        complete_checksum(&mut s);
+        out.push(s);
+    }
+    out
+}
