@@ -672,7 +672,7 @@ fn ret(r: libc::c_long) -> CallResult {
     if r < 0 {
         CallResult::err(errno())
     } else {
-        CallResult::ok(r as i64)
+        CallResult::ok(r)
     }
 }
 

@@ -268,6 +268,7 @@ impl Parser<'_> {
     }
 
     fn packet(&mut self) -> Result<PacketSpec> {
+        let start = self.peek().span;
         let dir = if self.next().tok == Tok::Punct('<') {
             Dir::Inbound
         } else {
@@ -302,7 +303,7 @@ impl Parser<'_> {
                 body: PacketBody::Icmp(self.icmp()?),
             });
         }
-        let tcp = self.tcp(dir, ports)?;
+        let tcp = self.tcp(dir, ports, start)?;
         Ok(PacketSpec {
             dir,
             body: PacketBody::Tcp(tcp),
@@ -381,7 +382,7 @@ impl Parser<'_> {
         Ok((s, l))
     }
 
-    fn tcp(&mut self, dir: Dir, ports: Option<(u16, u16)>) -> Result<TcpSpec> {
+    fn tcp(&mut self, dir: Dir, ports: Option<(u16, u16)>, start: Span) -> Result<TcpSpec> {
         let span = self.peek().span;
         let mut flags = 0u8;
         let letters = match &self.peek().tok {
@@ -454,7 +455,7 @@ impl Parser<'_> {
             self.expect_punct('>')?;
         }
         if dir == Dir::Inbound && win.is_none() {
-            return self.err(span, "an inbound TCP packet needs its window: add 'win N'");
+            return self.err(start, "an inbound TCP packet needs its window: add 'win N'");
         }
         Ok(TcpSpec {
             flags,

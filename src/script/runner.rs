@@ -1586,18 +1586,19 @@ fn verify_options(
             return Err("bad outbound TCP options".into());
         }
         match (w, g) {
-            (TcpOpt::Timestamp { val: wv, .. }, TcpOpt::Timestamp { val: gv, .. }) => {
-                // packetdrill checks TS val only with --tcp_ts_tick_usecs.
-                if t.tcp_ts_tick_usecs > 0 {
-                    let tol = t
-                        .tolerance_usecs
-                        .max((t.tolerance_percent / 100.0 * script_time as f64) as i64);
-                    let off = i64::from((gv.wrapping_sub(*wv)) as i32).abs();
-                    if off * t.tcp_ts_tick_usecs > tol {
-                        return Err(format!("bad outbound TCP timestamp value, tolerance {tol}"));
-                    }
+            (TcpOpt::Timestamp { val: wv, .. }, TcpOpt::Timestamp { val: gv, .. })
+                if t.tcp_ts_tick_usecs > 0 =>
+            {
+                let tol = t
+                    .tolerance_usecs
+                    .max((t.tolerance_percent / 100.0 * script_time as f64) as i64);
+                let off = i64::from((gv.wrapping_sub(*wv)) as i32).abs();
+                if off * t.tcp_ts_tick_usecs > tol {
+                    return Err(format!("bad outbound TCP timestamp value, tolerance {tol}"));
                 }
             }
+            // packetdrill checks TS val only with --tcp_ts_tick_usecs, and never the ecr.
+            (TcpOpt::Timestamp { .. }, TcpOpt::Timestamp { .. }) => {}
             (TcpOpt::Sack(a), TcpOpt::Sack(b)) if a.len() != b.len() => {
                 return Err(format!(
                     "bad length in outbound TCP option (kind=5): expected: {} actual: {}",
