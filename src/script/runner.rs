@@ -41,6 +41,11 @@ const ANY_TIME_WAIT_US: i64 = 60_000_000;
 const AWAIT_IDLE_US: i64 = 1_000_000;
 /// How long a call written without `...END` may block before it is an error.
 const NONBLOCKING_CALL_LIMIT_US: i64 = 10_000_000;
+/// The largest read or write a script may ask for: the backend allocates a buffer of
+/// that size for the call.
+const MAX_IO_LEN: usize = 64 << 20;
+/// The largest IPv4 packet (RFC 791: the total length is 16 bits).
+const MAX_IP_LEN: usize = 65_535;
 /// The first port the script's side uses for passive connections.
 const FIRST_REMOTE_PORT: u16 = 46_000;
 
@@ -119,6 +124,7 @@ pub fn run_script(script: &Script, tuning: &Tuning, backend: &mut dyn Backend) -
         next_port: FIRST_REMOTE_PORT,
         packets: Vec::new(),
         prev_absolute: None,
+        event_offset: 0,
     };
     let mut events: Vec<(u32, EventStatus)> = script
         .events
@@ -137,7 +143,7 @@ pub fn run_script(script: &Script, tuning: &Tuning, backend: &mut dyn Backend) -
     if failure.is_none() {
         for (i, event) in script.events.iter().enumerate() {
             // A blocking call that returned is checked before the next event starts.
-            if let Err(f) = r.check_finished(false) {
+            if let Err(f) = r.check_finished() {
                 mark(&mut events, f.line, &f.message);
                 failure = Some(f);
                 break;
@@ -267,7 +273,6 @@ struct Pending {
     /// When the call started (script time after adjustment) and should return.
     start: i64,
     end: i64,
-    relative: bool,
     spec: CallSpec,
     call: Call,
 }
@@ -288,6 +293,8 @@ struct Runner<'a> {
     next_port: u16,
     packets: Vec<Captured>,
     prev_absolute: Option<i64>,
+    /// What the current event's relative time counts from.
+    event_offset: i64,
 }
 
 fn us(d: Duration) -> i64 {
@@ -363,7 +370,8 @@ impl Runner<'_> {
                             dump::secs(actual)
                         ),
                         _ => {
-                            let off = last.unwrap_or(0);
+                            // packetdrill prints a relative range from the event's base.
+                            let off = self.event_offset;
                             format!(
                                 "timing error: expected {what} in relative time range +{}~+{} sec but happened at {:+.6} sec",
                                 dump::secs(start - off),
@@ -422,6 +430,7 @@ impl Runner<'_> {
 
     fn event(&mut self, event: &Event) -> Result<(), String> {
         let (start, end, offset) = self.adjust(event);
+        self.event_offset = offset;
         let last = self.last_time;
         let absolute = matches!(event.time, Timing::Absolute(_) | Timing::AbsoluteRange(..));
         if let Some(l) = self.prev_absolute
@@ -595,6 +604,12 @@ impl Runner<'_> {
                     }
                 }
                 let (sport, dport) = tcp.ports.unwrap_or((c.remote.port(), c.local.port()));
+                if 40 + wire::encode_options(&options).len() + usize::from(tcp.len) > MAX_IP_LEN {
+                    return Err(format!(
+                        "a packet of {} bytes of payload does not fit in IPv4",
+                        tcp.len
+                    ));
+                }
                 Ok(wire::build_tcp(&wire::TcpOut {
                     src: *c.remote.ip(),
                     dst: *c.local.ip(),
@@ -612,6 +627,9 @@ impl Runner<'_> {
             PacketBody::Udp { len, ports } => {
                 let c = self.conn_for_inbound(Proto::Udp);
                 let (sport, dport) = ports.unwrap_or((c.remote.port(), c.local.port()));
+                if 28 + usize::from(*len) > MAX_IP_LEN {
+                    return Err(format!("a datagram of {len} bytes does not fit in IPv4"));
+                }
                 Ok(wire::build_udp(
                     *c.remote.ip(),
                     *c.local.ip(),
@@ -798,7 +816,7 @@ impl Runner<'_> {
         let first_at = us(parts[0].0.at);
         let joined = join(&parts);
         let c = self.conn.as_mut().expect("checked above");
-        let result = verify(c, &expect, &joined, &self.t, start, first_at);
+        let result = verify(c, &expect, &joined, &self.t, start);
         let actual_text = describe_mapped(c, &joined);
         let dumps = format!(
             "\n{}\n{}",
@@ -883,12 +901,12 @@ impl Runner<'_> {
         if self.pending.is_some() {
             let limit = self.now() + AWAIT_IDLE_US;
             while self.pending.is_some() && self.now() < limit {
-                self.check_finished(true).map_err(|f| f.message)?;
+                self.check_finished().map_err(|f| f.message)?;
                 if self.pending.is_some() {
                     self.b.wait(dur(limit)).map_err(|e| e.to_string())?;
                 }
             }
-            self.check_finished(true).map_err(|f| f.message)?;
+            self.check_finished().map_err(|f| f.message)?;
             if spec.end.is_some() && self.pending.is_some() {
                 return Err(rt("blocking system call while another blocking system call is already in progress".into()));
             }
@@ -935,7 +953,6 @@ impl Runner<'_> {
                     name: spec.name.clone(),
                     start,
                     end: if relative { end + offset } else { end },
-                    relative,
                     spec: spec.clone(),
                     call,
                 });
@@ -1106,6 +1123,11 @@ impl Runner<'_> {
                 let fd = self.fd(a(0)?)?;
                 let len =
                     usize::try_from(self.int(a(2)?)?).map_err(|_| "negative length".to_owned())?;
+                if len > MAX_IO_LEN {
+                    return Err(format!(
+                        "length {len} is more than synack script allows ({MAX_IO_LEN} bytes)"
+                    ));
+                }
                 if matches!(spec.name.as_str(), "read" | "recv") {
                     Call::Recv { fd, len, flags }
                 } else {
@@ -1245,7 +1267,7 @@ impl Runner<'_> {
     }
 
     /// Checks a blocking call that returned. `waiting`: the runner is waiting for it.
-    fn check_finished(&mut self, _waiting: bool) -> Result<(), Failure> {
+    fn check_finished(&mut self) -> Result<(), Failure> {
         self.drain();
         let Some(p) = &self.pending else {
             return Ok(());
@@ -1269,7 +1291,6 @@ impl Runner<'_> {
                 p.line, p.name
             ))
         })?;
-        let _ = p.relative;
         self.verify_time(
             Timing::Absolute(p.end),
             p.end,
@@ -1293,7 +1314,7 @@ impl Runner<'_> {
         if self.pending.is_some() {
             let limit = self.now() + AWAIT_IDLE_US;
             loop {
-                self.check_finished(true)?;
+                self.check_finished()?;
                 let Some(p) = &self.pending else { break };
                 if self.now() >= limit {
                     return Err(Failure {
@@ -1441,7 +1462,6 @@ fn verify(
     seen: &Seen,
     t: &Tuning,
     script_time: i64,
-    _at: i64,
 ) -> Result<(), String> {
     match (expect, &seen.body) {
         (Expect::Tcp(want), SeenBody::Tcp(got)) => {
