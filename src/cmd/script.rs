@@ -48,6 +48,8 @@ pub fn run(args: ScriptArgs) -> anyhow::Result<u8> {
         compare: args.compare,
         tolerance_usecs: args.tolerance_usecs,
         capture_dir: Some(args.capture),
+        // Ctrl-C stops the script in progress; the namespace goes and the capture stays.
+        stop: Some(crate::cmd::setup::stop_flag()?),
     };
     let report = script::run(&options);
     print!("{}", script::render(&report));

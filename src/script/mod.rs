@@ -21,11 +21,13 @@ pub mod wire;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use ast::Script;
 pub use backend::{Backend, BackendError};
 pub use error::ScriptError;
-pub use runner::{EventStatus, Failure, RunResult, Tuning, run_script};
+pub use runner::{EventStatus, Failure, RunResult, Tuning, run_script, run_script_until};
 
 use crate::capture::{PcapngSink, SinkInfo};
 use crate::observe::Direction;
@@ -59,7 +61,7 @@ impl Stack {
 }
 
 /// What `synack script` is asked to do.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Options {
     pub files: Vec<PathBuf>,
     pub against: Stack,
@@ -69,6 +71,9 @@ pub struct Options {
     pub tolerance_usecs: Option<i64>,
     /// Where captures go (`captures/script` by default).
     pub capture_dir: Option<PathBuf>,
+    /// Set by a SIGINT/SIGTERM handler: the script in progress stops, its namespace is
+    /// removed and its capture written, and no other script starts.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Options {
@@ -79,6 +84,7 @@ impl Options {
             compare: false,
             tolerance_usecs: None,
             capture_dir: None,
+            stop: None,
         }
     }
 }
@@ -299,6 +305,13 @@ pub fn run(options: &Options) -> Report {
         compare: options.compare,
     };
     for file in &options.files {
+        if options
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
+            break;
+        }
         let (source, script) = match load(file) {
             Ok(x) => x,
             Err(e) => {
@@ -325,7 +338,14 @@ pub fn run(options: &Options) -> Report {
         };
         let mut runs = Vec::new();
         for &stack in &stacks {
-            runs.push(run_on(&script, &tuning, stack, file, &dir));
+            runs.push(run_on(
+                &script,
+                &tuning,
+                stack,
+                file,
+                &dir,
+                options.stop.clone(),
+            ));
         }
         report.scripts.push(ScriptReport {
             file: file.clone(),
@@ -337,7 +357,14 @@ pub fn run(options: &Options) -> Report {
     report
 }
 
-fn run_on(script: &Script, tuning: &Tuning, stack: Stack, file: &Path, dir: &Path) -> StackRun {
+fn run_on(
+    script: &Script,
+    tuning: &Tuning,
+    stack: Stack,
+    file: &Path,
+    dir: &Path,
+    stop: Option<Arc<AtomicBool>>,
+) -> StackRun {
     let mut backend = match stack.backend() {
         Ok(b) => b,
         Err(e) => {
@@ -349,7 +376,7 @@ fn run_on(script: &Script, tuning: &Tuning, stack: Stack, file: &Path, dir: &Pat
             };
         }
     };
-    let result = run_script(script, tuning, backend.as_mut());
+    let result = run_script_until(script, tuning, backend.as_mut(), stop);
     let epoch = backend.epoch();
     drop(backend);
     let verdict = judge(script, stack.name(), &result);

@@ -18,6 +18,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::ast::*;
@@ -46,6 +48,8 @@ const NONBLOCKING_CALL_LIMIT_US: i64 = 10_000_000;
 const MAX_IO_LEN: usize = 64 << 20;
 /// The largest IPv4 packet (RFC 791: the total length is 16 bits).
 const MAX_IP_LEN: usize = 65_535;
+/// How often a wait looks at the stop flag (SIGINT), when there is one.
+const STOP_CHECK_US: i64 = 100_000;
 /// The first port the script's side uses for passive connections.
 const FIRST_REMOTE_PORT: u16 = 46_000;
 
@@ -111,7 +115,20 @@ pub struct RunResult {
 
 /// Runs a parsed script with the given tuning against `backend`.
 pub fn run_script(script: &Script, tuning: &Tuning, backend: &mut dyn Backend) -> RunResult {
+    run_script_until(script, tuning, backend, None)
+}
+
+/// [`run_script`] that stops, as a failure at the event in progress, when `stop` is set
+/// (a SIGINT handler's flag): the caller then drops the backend and writes the capture.
+pub fn run_script_until(
+    script: &Script,
+    tuning: &Tuning,
+    backend: &mut dyn Backend,
+    stop: Option<Arc<AtomicBool>>,
+) -> RunResult {
     let mut r = Runner {
+        stop,
+        line: 0,
         script,
         t: tuning.clone(),
         b: backend,
@@ -295,6 +312,9 @@ struct Runner<'a> {
     prev_absolute: Option<i64>,
     /// What the current event's relative time counts from.
     event_offset: i64,
+    stop: Option<Arc<AtomicBool>>,
+    /// The line of the event in progress.
+    line: u32,
 }
 
 fn us(d: Duration) -> i64 {
@@ -328,13 +348,29 @@ impl Runner<'_> {
         }
     }
 
+    /// Lets the backend's time pass towards `deadline` (it may return early), in slices
+    /// short enough to notice the stop flag.
+    fn pause(&mut self, deadline: i64) -> Result<(), String> {
+        let mut until = deadline;
+        if let Some(stop) = &self.stop {
+            if stop.load(Ordering::Relaxed) {
+                return Err(format!(
+                    "{}:{}: interrupted (SIGINT or SIGTERM)",
+                    self.script.file, self.line
+                ));
+            }
+            until = until.min(self.now() + STOP_CHECK_US);
+        }
+        self.b.wait(dur(until)).map_err(|e| e.to_string())
+    }
+
     fn wait_until(&mut self, t: i64) -> Result<(), String> {
         loop {
             self.drain();
             if self.now() >= t {
                 return Ok(());
             }
-            self.b.wait(dur(t)).map_err(|e| e.to_string())?;
+            self.pause(t)?;
         }
     }
 
@@ -431,6 +467,7 @@ impl Runner<'_> {
     fn event(&mut self, event: &Event) -> Result<(), String> {
         let (start, end, offset) = self.adjust(event);
         self.event_offset = offset;
+        self.line = event.line();
         let last = self.last_time;
         let absolute = matches!(event.time, Timing::Absolute(_) | Timing::AbsoluteRange(..));
         if let Some(l) = self.prev_absolute
@@ -746,7 +783,7 @@ impl Runner<'_> {
             if self.now() >= deadline {
                 return Ok(None);
             }
-            self.b.wait(dur(deadline)).map_err(|e| e.to_string())?;
+            self.pause(deadline)?;
         }
     }
 
@@ -903,7 +940,7 @@ impl Runner<'_> {
             while self.pending.is_some() && self.now() < limit {
                 self.check_finished().map_err(|f| f.message)?;
                 if self.pending.is_some() {
-                    self.b.wait(dur(limit)).map_err(|e| e.to_string())?;
+                    self.pause(limit)?;
                 }
             }
             self.check_finished().map_err(|f| f.message)?;
@@ -975,7 +1012,7 @@ impl Runner<'_> {
                             NONBLOCKING_CALL_LIMIT_US / 1_000_000
                         )));
                     }
-                    self.b.wait(dur(limit)).map_err(|e| e.to_string())?;
+                    self.pause(limit)?;
                 }
             }
         }
@@ -1326,10 +1363,9 @@ impl Runner<'_> {
                         ),
                     });
                 }
-                self.b.wait(dur(limit)).map_err(|e| Failure {
-                    line: p.line,
-                    message: e.to_string(),
-                })?;
+                let line = p.line;
+                self.pause(limit)
+                    .map_err(|message| Failure { line, message })?;
             }
         }
         Ok(())
