@@ -12,7 +12,7 @@ use synack::script::{self, Options, Stack};
 pub enum Against {
     /// synack's smoltcp stack, in process, on a virtual clock (no root).
     Smoltcp,
-    /// The kernel's TCP behind a TUN device in a network namespace of its own (root).
+    /// the kernel's TCP behind a TUN device in a network namespace of its own (root).
     Linux,
 }
 

@@ -6,6 +6,26 @@
 //! may not finish at once), and it collects what the stack sent and which calls finished,
 //! each with the time it happened. Both Linux (a kernel behind a TUN device, real time)
 //! and an in-process stack on a virtual clock fit this shape.
+//!
+//! What a backend on a virtual clock (the smoltcp one) has to do:
+//! - `now` is its clock; `wait(deadline)` runs the stack's timers that fall due up to
+//!   `deadline` in order and returns at the first one that makes the stack send a packet
+//!   or finishes a blocked call, with the clock at that timer; with nothing due it jumps
+//!   to `deadline`. It must move the clock or have something to hand over.
+//! - `inject` processes the packet at `now` and queues what the stack sends in answer,
+//!   stamped `now`, for `take_emitted`; it also retries blocked calls.
+//! - `start_call` answers at once when it can (`Started::Done`); a call that would block
+//!   (accept with nothing queued, read with nothing to read, connect before the
+//!   handshake, close with SO_LINGER ...) is `Started::Blocked` and finishes later from
+//!   `take_finished`, stamped with the virtual time it completed. A non-blocking socket
+//!   (`O_NONBLOCK`) answers `EAGAIN`/`EINPROGRESS` instead.
+//! - Results use Linux's numbers: the descriptor a `socket` or `accept` made (any
+//!   non-negative number: the runner maps the script's), 0, byte counts, or -1 and an
+//!   errno. A call or option the stack has no counterpart for is
+//!   `BackendError::Unsupported` naming it.
+//! - `epoch` is a fixed time, so that the same script gives the same capture, byte for
+//!   byte; every choice the stack makes (initial sequence numbers, ports) comes from a
+//!   fixed seed.
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};

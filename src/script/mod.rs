@@ -471,12 +471,12 @@ pub fn side_by_side(s: &ScriptReport) -> String {
     let lines: Vec<&str> = s.source.lines().collect();
     let mut out = String::new();
     let names: Vec<&str> = s.runs.iter().map(|r| r.stack.name()).collect();
-    let _ = writeln!(
-        out,
-        "  line  {:<52} {}",
+    let head = format!(
+        "   line  {:<52} {}",
         "script",
         names.iter().map(|n| format!("{n:<9}")).collect::<String>()
     );
+    let _ = writeln!(out, "{}", head.trim_end());
     let Some(first) = s.runs.iter().find_map(|r| r.result.as_ref()) else {
         return out;
     };
@@ -497,13 +497,13 @@ pub fn side_by_side(s: &ScriptReport) -> String {
             .collect();
         let ran: Vec<&&str> = marks.iter().filter(|m| **m != "n/a").collect();
         let differ = ran.windows(2).any(|w| w[0] != w[1]);
-        let _ = writeln!(
-            out,
+        let row = format!(
             "{} {:>4}  {text:<52} {}",
             if differ { "<>" } else { "  " },
             line,
             marks.iter().map(|m| format!("{m:<9}")).collect::<String>()
         );
+        let _ = writeln!(out, "{}", row.trim_end());
     }
     for r in &s.runs {
         if let Verdict::Failed(m) | Verdict::ExpectedFailure { message: m, .. } = &r.verdict {

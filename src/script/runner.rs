@@ -48,6 +48,8 @@ const NONBLOCKING_CALL_LIMIT_US: i64 = 10_000_000;
 const MAX_IO_LEN: usize = 64 << 20;
 /// The largest IPv4 packet (RFC 791: the total length is 16 bits).
 const MAX_IP_LEN: usize = 65_535;
+/// Waits in a row after which a backend whose clock has not moved is a bug.
+const MAX_STALLS: u32 = 100_000;
 /// How often a wait looks at the stop flag (SIGINT), when there is one.
 const STOP_CHECK_US: i64 = 100_000;
 /// The first port the script's side uses for passive connections.
@@ -129,6 +131,7 @@ pub fn run_script_until(
     let mut r = Runner {
         stop,
         line: 0,
+        stalls: 0,
         script,
         t: tuning.clone(),
         b: backend,
@@ -315,6 +318,8 @@ struct Runner<'a> {
     stop: Option<Arc<AtomicBool>>,
     /// The line of the event in progress.
     line: u32,
+    /// Waits in a row that did not move the backend's clock.
+    stalls: u32,
 }
 
 fn us(d: Duration) -> i64 {
@@ -361,7 +366,24 @@ impl Runner<'_> {
             }
             until = until.min(self.now() + STOP_CHECK_US);
         }
-        self.b.wait(dur(until)).map_err(|e| e.to_string())
+        let before = self.now();
+        self.b.wait(dur(until)).map_err(|e| e.to_string())?;
+        // A backend must move its clock or have something to hand over; one that does
+        // neither would hold the runner in a loop for ever.
+        if self.now() == before && before < until {
+            self.stalls += 1;
+            if self.stalls > MAX_STALLS {
+                return Err(format!(
+                    "{}:{}: the {} backend's clock does not move (a bug in the backend)",
+                    self.script.file,
+                    self.line,
+                    self.b.name()
+                ));
+            }
+        } else {
+            self.stalls = 0;
+        }
+        Ok(())
     }
 
     fn wait_until(&mut self, t: i64) -> Result<(), String> {
