@@ -3,6 +3,10 @@
 
 use std::path::PathBuf;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use synack::script::{self, Options, Stack};
@@ -49,9 +53,19 @@ pub fn run(args: ScriptArgs) -> anyhow::Result<u8> {
         tolerance_usecs: args.tolerance_usecs,
         capture_dir: Some(args.capture),
         // Ctrl-C stops the script in progress; the namespace goes and the capture stays.
-        stop: Some(crate::cmd::setup::stop_flag()?),
+        stop: Some(stop_flag()?),
     };
     let report = script::run(&options);
     print!("{}", script::render(&report));
     Ok(if report.ok() { 0 } else { 1 })
+}
+
+/// Set on SIGINT or SIGTERM: the runner checks it while it waits.
+fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&flag))
+            .context("cannot install signal handlers")?;
+    }
+    Ok(flag)
 }

@@ -29,7 +29,7 @@ pub use backend::{Backend, BackendError};
 pub use error::ScriptError;
 pub use runner::{EventStatus, Failure, RunResult, Tuning, run_script, run_script_until};
 
-use crate::capture::{PcapngSink, SinkInfo};
+use crate::capture::{CaptureConfig, PcapngSink, SinkInfo};
 use crate::observe::Direction;
 
 /// The stacks a script can run against.
@@ -270,23 +270,26 @@ pub fn write_capture(
     path: &Path,
     epoch: std::time::Duration,
     result: &RunResult,
-) -> std::io::Result<()> {
+) -> Result<(), String> {
     let mut sink = PcapngSink::create(
-        path,
+        &CaptureConfig::file(path),
         SinkInfo {
             interface: "script",
             description: format!("synack script against {}", result.backend),
         },
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
+    let fail = |e: std::io::Error| format!("cannot write the capture {}: {e}", path.display());
     for p in &result.packets {
         let dir = if p.inbound {
             Direction::In
         } else {
             Direction::Out
         };
-        sink.write_packet(epoch + p.at, dir, &p.bytes, Some(p.comment.clone()))?;
+        sink.write_packet(epoch + p.at, dir, &p.bytes, Some(&p.comment))
+            .map_err(fail)?;
     }
-    sink.finish()
+    sink.finish().map_err(fail)
 }
 
 /// Runs every script of `options` and reports.
@@ -390,9 +393,7 @@ fn run_on(
         Err(e) => (
             None,
             match verdict {
-                Verdict::Passed => {
-                    Verdict::Failed(format!("cannot write the capture {}: {e}", path.display()))
-                }
+                Verdict::Passed => Verdict::Failed(e),
                 v => v,
             },
         ),
