@@ -278,6 +278,10 @@ fn errors_name_line_and_column() {
         ),
         ("// nothing\n", "t.pkt:2:1: the script has no events"),
         (
+            "\n  0.5 close(3) = 0\n",
+            "t.pkt:2:3: first event should be at time 0",
+        ),
+        (
             "0 close(3) = 0\n--tolerance_usecs=1\n",
             "t.pkt:2:1: --tolerance_usecs must come before the first event",
         ),
@@ -1168,4 +1172,45 @@ fn shell_lines_that_set_sysctls_are_understood() {
         ]
     );
     assert!(shell_commands("echo hi").unwrap_err().contains("`echo hi`"));
+}
+
+#[test]
+fn the_command_says_what_went_wrong_and_exits_non_zero() {
+    let dir = tempdir("command");
+    let bad = dir.join("bad.pkt");
+    std::fs::write(
+        &bad,
+        "0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 > Q 0:0(0)\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_synack"))
+        .args(["script", "--capture"])
+        .arg(&dir)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{}:2:6: unknown TCP flag 'Q' in 'Q'",
+            bad.display()
+        )),
+        "{text}"
+    );
+    // A stack that cannot run here is said so, and a run with no stack is no success.
+    let good = dir.join("good.pkt");
+    std::fs::write(&good, "0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_synack"))
+        .args(["script", "--against", "smoltcp", "--capture"])
+        .arg(&dir)
+        .arg(&good)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("[smoltcp]: the smoltcp backend is not built yet"),
+        "{text}"
+    );
 }

@@ -167,6 +167,12 @@ impl Parser<'_> {
         if events.is_empty() {
             return self.err(self.peek().span, "the script has no events");
         }
+        // packetdrill's run.c: the script's clock starts at its first event.
+        if let Timing::Absolute(t) | Timing::Relative(t) = events[0].time
+            && t != 0
+        {
+            return self.err(events[0].span, "first event should be at time 0");
+        }
         Ok(Script {
             file: self.file.to_owned(),
             options,
