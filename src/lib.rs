@@ -22,5 +22,6 @@ pub mod journey;
 pub mod link;
 pub mod node;
 pub mod observe;
+pub mod script;
 pub mod session;
 pub mod tls;

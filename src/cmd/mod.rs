@@ -10,12 +10,14 @@ mod analyze;
 mod args;
 mod demo;
 mod fetch;
+mod script;
 mod serve;
 mod setup;
 
 use analyze::{LadderArgs, StatsArgs};
 use demo::DemoArgs;
 use fetch::FetchArgs;
+use script::ScriptArgs;
 use serve::ServeArgs;
 
 #[derive(Debug, Parser)]
@@ -41,6 +43,8 @@ pub enum Command {
     Ladder(LadderArgs),
     /// Per-connection numbers of any pcap or pcapng: handshake RTT, bytes, retransmissions, windows, RTT.
     Stats(StatsArgs),
+    /// Run packetdrill scripts against a TCP stack and show where it diverges from them.
+    Script(ScriptArgs),
 }
 
 /// Parses the command line, runs the command, and turns any failure into one sentence
@@ -62,6 +66,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Ladder(args) => analyze::ladder(args).map(|()| 0),
         Command::Stats(args) => analyze::stats(args).map(|()| 0),
+        Command::Script(args) => script::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

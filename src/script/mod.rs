@@ -1,0 +1,520 @@
+//! `synack script`: runs a packetdrill script against a TCP stack and reports where the
+//! stack diverged from it.
+//!
+//! The language is packetdrill's ([`parser`]): timed inbound packets the script injects
+//! (`<`), outbound packets it expects (`>`), and socket calls with their results. A
+//! [`runner`] steps through the events against a [`Backend`]: [`linux`] runs the kernel's
+//! TCP behind a TUN device in a network namespace of its own, as packetdrill does; an
+//! in-process backend on a virtual clock fits the same trait. Every run keeps its capture
+//! (pcapng), each packet commented with the script line that injected or expected it.
+
+pub mod ast;
+pub mod backend;
+pub mod dump;
+pub mod error;
+pub mod lexer;
+pub mod linux;
+pub mod parser;
+pub mod runner;
+pub mod symbols;
+pub mod wire;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use ast::Script;
+pub use backend::{Backend, BackendError};
+pub use error::ScriptError;
+pub use runner::{EventStatus, Failure, RunResult, Tuning, run_script, run_script_until};
+
+use crate::capture::{CaptureConfig, PcapngSink, SinkInfo};
+use crate::observe::Direction;
+
+/// The stacks a script can run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    /// The kernel's TCP in a network namespace (root).
+    Linux,
+    /// synack's smoltcp stack in process, on a virtual clock.
+    Smoltcp,
+}
+
+impl Stack {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stack::Linux => "linux",
+            Stack::Smoltcp => "smoltcp",
+        }
+    }
+
+    /// Makes the backend, or says in one sentence why it cannot be had here.
+    pub fn backend(self) -> Result<Box<dyn Backend>, BackendError> {
+        match self {
+            Stack::Linux => Ok(Box::new(linux::LinuxBackend::new()?)),
+            Stack::Smoltcp => Err(BackendError::Unavailable(
+                "the smoltcp backend is not built yet (it comes with synack's sans-IO node); use --against linux".into(),
+            )),
+        }
+    }
+}
+
+/// What `synack script` is asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub files: Vec<PathBuf>,
+    pub against: Stack,
+    /// Run every stack and show where they differ.
+    pub compare: bool,
+    /// Overrides the script's and packetdrill's default (4000).
+    pub tolerance_usecs: Option<i64>,
+    /// Where captures go (`captures/script` by default).
+    pub capture_dir: Option<PathBuf>,
+    /// Set by a SIGINT/SIGTERM handler: the script in progress stops, its namespace is
+    /// removed and its capture written, and no other script starts.
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+impl Options {
+    pub fn new(files: Vec<PathBuf>, against: Stack) -> Self {
+        Options {
+            files,
+            against,
+            compare: false,
+            tolerance_usecs: None,
+            capture_dir: None,
+            stop: None,
+        }
+    }
+}
+
+/// How one script went on one stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Passed,
+    /// The stack diverged from the script: packetdrill's message.
+    Failed(String),
+    /// It diverged where a `synack-expect-fail` directive says it does.
+    ExpectedFailure {
+        reason: String,
+        message: String,
+    },
+    /// A directive says it diverges, but it passed: the directive is out of date.
+    UnexpectedPass {
+        reason: String,
+    },
+    /// The stack cannot run here (no root, not built).
+    Unavailable(String),
+}
+
+impl Verdict {
+    /// Whether this outcome is what the script says it should be.
+    pub fn ok(&self) -> bool {
+        matches!(self, Verdict::Passed | Verdict::ExpectedFailure { .. })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StackRun {
+    pub stack: Stack,
+    pub verdict: Verdict,
+    pub result: Option<RunResult>,
+    pub capture: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScriptReport {
+    pub file: PathBuf,
+    /// The script's text, for side-by-side output.
+    pub source: String,
+    /// A mistake in the script: it did not run.
+    pub error: Option<String>,
+    pub runs: Vec<StackRun>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub scripts: Vec<ScriptReport>,
+    pub compare: bool,
+}
+
+impl Report {
+    /// Whether every script ran as it says it should on every stack that could run it,
+    /// and at least one stack ran.
+    pub fn ok(&self) -> bool {
+        self.scripts.iter().all(|s| {
+            s.error.is_none()
+                && s.runs
+                    .iter()
+                    .any(|r| !matches!(r.verdict, Verdict::Unavailable(_)))
+                && s.runs
+                    .iter()
+                    .all(|r| r.verdict.ok() || matches!(r.verdict, Verdict::Unavailable(_)))
+        })
+    }
+}
+
+/// Reads a script file and parses it.
+pub fn load(path: &Path) -> Result<(String, Script), String> {
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let script = parser::parse(&path.display().to_string(), &source).map_err(|e| e.to_string())?;
+    Ok((source, script))
+}
+
+/// The tuning for a script: packetdrill's defaults, then the script's `--name=value`
+/// lines, then `tolerance_usecs` from the command line. Unknown options are refused.
+pub fn tuning(script: &Script, tolerance_usecs: Option<i64>) -> Result<Tuning, ScriptError> {
+    let mut t = Tuning::default();
+    for o in &script.options {
+        let err = |m: String| ScriptError::at(&script.file, o.span, m);
+        let value = || {
+            o.value
+                .clone()
+                .ok_or_else(|| err(format!("--{} needs a value: --{}=N", o.name, o.name)))
+        };
+        let int = |v: String| {
+            v.parse::<i64>()
+                .map_err(|_| err(format!("bad --{}: {v}", o.name)))
+        };
+        match o.name.as_str() {
+            "tolerance_usecs" => t.tolerance_usecs = int(value()?)?,
+            "tolerance_percent" => {
+                let v = value()?;
+                t.tolerance_percent = v
+                    .parse()
+                    .ok()
+                    .filter(|p| (0.0..=100.0).contains(p))
+                    .ok_or_else(|| err(format!("bad --tolerance_percent: {v}")))?;
+            }
+            "tcp_ts_tick_usecs" => t.tcp_ts_tick_usecs = int(value()?)?,
+            "bind_port" | "connect_port" => {
+                let v = value()?;
+                let port = v
+                    .parse::<u16>()
+                    .map_err(|_| err(format!("bad --{}: {v}", o.name)))?;
+                if o.name == "bind_port" {
+                    t.bind_port = port;
+                } else {
+                    t.connect_port = port;
+                }
+            }
+            "strict_segments" => t.strict_segments = true,
+            "ip_version" => {
+                if value()? != "ipv4" {
+                    return Err(err(
+                        "synack script runs IPv4 only (--ip_version=ipv4)".into()
+                    ));
+                }
+            }
+            "verbose" => {}
+            other => {
+                return Err(err(format!(
+                    "option --{other} is not supported by synack script (tolerance_usecs, tolerance_percent, tcp_ts_tick_usecs, bind_port, connect_port, strict_segments, ip_version are)"
+                )));
+            }
+        }
+    }
+    if let Some(tol) = tolerance_usecs {
+        t.tolerance_usecs = tol;
+    }
+    if t.tolerance_usecs <= 0 {
+        return Err(ScriptError::at(
+            &script.file,
+            ast::Span::default(),
+            "--tolerance_usecs must be positive",
+        ));
+    }
+    // Shell blocks are read before anything runs, so a refusal names its line at once.
+    let shells = script.init_shell.iter().chain(&script.cleanup_shell).chain(
+        script.events.iter().filter_map(|e| match &e.action {
+            ast::Action::Shell(s) => Some(s),
+            _ => None,
+        }),
+    );
+    for s in shells {
+        runner::shell_commands(&s.text).map_err(|m| ScriptError::at(&script.file, s.span, m))?;
+    }
+    Ok(t)
+}
+
+/// Runs one parsed script against one backend and judges the run by the script's
+/// directives for that stack.
+pub fn judge(script: &Script, stack: &str, result: &RunResult) -> Verdict {
+    let directives: Vec<_> = script
+        .expected_failures
+        .iter()
+        .filter(|d| d.stack == stack)
+        .collect();
+    match (&result.failure, directives.is_empty()) {
+        (None, true) => Verdict::Passed,
+        (None, false) => Verdict::UnexpectedPass {
+            reason: directives[0].reason.clone(),
+        },
+        (Some(f), _) => match directives
+            .iter()
+            .find(|d| d.line.is_none() || d.line == Some(f.line))
+        {
+            Some(d) => Verdict::ExpectedFailure {
+                reason: d.reason.clone(),
+                message: f.message.clone(),
+            },
+            None => Verdict::Failed(f.message.clone()),
+        },
+    }
+}
+
+/// Writes a run's packets, with their comments, to a pcapng file.
+pub fn write_capture(
+    path: &Path,
+    epoch: std::time::Duration,
+    result: &RunResult,
+) -> Result<(), String> {
+    let mut sink = PcapngSink::create(
+        &CaptureConfig::file(path),
+        SinkInfo {
+            interface: "script",
+            description: format!("synack script against {}", result.backend),
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let fail = |e: std::io::Error| format!("cannot write the capture {}: {e}", path.display());
+    for p in &result.packets {
+        let dir = if p.inbound {
+            Direction::In
+        } else {
+            Direction::Out
+        };
+        sink.write_packet(epoch + p.at, dir, &p.bytes, Some(&p.comment))
+            .map_err(fail)?;
+    }
+    sink.finish().map_err(fail)
+}
+
+/// Runs every script of `options` and reports.
+pub fn run(options: &Options) -> Report {
+    let stacks: Vec<Stack> = if options.compare {
+        vec![Stack::Linux, Stack::Smoltcp]
+    } else {
+        vec![options.against]
+    };
+    let dir = options
+        .capture_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("captures/script"));
+    let mut report = Report {
+        scripts: Vec::new(),
+        compare: options.compare,
+    };
+    for file in &options.files {
+        if options
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
+            break;
+        }
+        let (source, script) = match load(file) {
+            Ok(x) => x,
+            Err(e) => {
+                report.scripts.push(ScriptReport {
+                    file: file.clone(),
+                    source: String::new(),
+                    error: Some(e),
+                    runs: Vec::new(),
+                });
+                continue;
+            }
+        };
+        let tuning = match tuning(&script, options.tolerance_usecs) {
+            Ok(t) => t,
+            Err(e) => {
+                report.scripts.push(ScriptReport {
+                    file: file.clone(),
+                    source,
+                    error: Some(e.to_string()),
+                    runs: Vec::new(),
+                });
+                continue;
+            }
+        };
+        let mut runs = Vec::new();
+        for &stack in &stacks {
+            runs.push(run_on(
+                &script,
+                &tuning,
+                stack,
+                file,
+                &dir,
+                options.stop.clone(),
+            ));
+        }
+        report.scripts.push(ScriptReport {
+            file: file.clone(),
+            source,
+            error: None,
+            runs,
+        });
+    }
+    report
+}
+
+fn run_on(
+    script: &Script,
+    tuning: &Tuning,
+    stack: Stack,
+    file: &Path,
+    dir: &Path,
+    stop: Option<Arc<AtomicBool>>,
+) -> StackRun {
+    let mut backend = match stack.backend() {
+        Ok(b) => b,
+        Err(e) => {
+            return StackRun {
+                stack,
+                verdict: Verdict::Unavailable(e.to_string()),
+                result: None,
+                capture: None,
+            };
+        }
+    };
+    let result = run_script_until(script, tuning, backend.as_mut(), stop);
+    let epoch = backend.epoch();
+    drop(backend);
+    let verdict = judge(script, stack.name(), &result);
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "script".into());
+    let path = dir.join(format!("{stem}-{}.pcapng", stack.name()));
+    let (capture, verdict) = match write_capture(&path, epoch, &result) {
+        Ok(()) => (Some(path), verdict),
+        Err(e) => (
+            None,
+            match verdict {
+                Verdict::Passed => Verdict::Failed(e),
+                v => v,
+            },
+        ),
+    };
+    StackRun {
+        stack,
+        verdict,
+        result: Some(result),
+        capture,
+    }
+}
+
+/// The report as text: one block per script; with `--compare`, the script line by line
+/// with each stack's outcome beside it.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let (mut passed, mut failed) = (0, 0);
+    for s in &report.scripts {
+        if let Some(e) = &s.error {
+            failed += 1;
+            let _ = writeln!(out, "{e}");
+            continue;
+        }
+        for r in &s.runs {
+            let name = r.stack.name();
+            match &r.verdict {
+                Verdict::Passed => {
+                    passed += 1;
+                    let _ = writeln!(out, "ok       {} [{name}]", s.file.display());
+                }
+                Verdict::ExpectedFailure { reason, .. } => {
+                    passed += 1;
+                    let _ = writeln!(
+                        out,
+                        "differs  {} [{name}] as marked: {reason}",
+                        s.file.display()
+                    );
+                }
+                Verdict::Failed(m) => {
+                    failed += 1;
+                    let _ = writeln!(
+                        out,
+                        "FAILED   {} [{name}]\n{}",
+                        s.file.display(),
+                        m.trim_end()
+                    );
+                }
+                Verdict::UnexpectedPass { reason } => {
+                    failed += 1;
+                    let _ = writeln!(
+                        out,
+                        "FAILED   {} [{name}] passed, but the script marks it as differing ({reason}): remove the synack-expect-fail line",
+                        s.file.display()
+                    );
+                }
+                Verdict::Unavailable(why) => {
+                    let _ = writeln!(out, "skipped  {} [{name}]: {why}", s.file.display());
+                }
+            }
+            if let Some(c) = &r.capture
+                && !matches!(r.verdict, Verdict::Passed)
+            {
+                let _ = writeln!(out, "         capture: {}", c.display());
+            }
+        }
+        if report.compare {
+            out.push_str(&side_by_side(s));
+        }
+    }
+    let _ = writeln!(out, "{passed} passed, {failed} failed");
+    out
+}
+
+/// The script's event lines with each stack's outcome, and `<>` where they differ.
+pub fn side_by_side(s: &ScriptReport) -> String {
+    let lines: Vec<&str> = s.source.lines().collect();
+    let mut out = String::new();
+    let names: Vec<&str> = s.runs.iter().map(|r| r.stack.name()).collect();
+    let head = format!(
+        "   line  {:<52} {}",
+        "script",
+        names.iter().map(|n| format!("{n:<9}")).collect::<String>()
+    );
+    let _ = writeln!(out, "{}", head.trim_end());
+    let Some(first) = s.runs.iter().find_map(|r| r.result.as_ref()) else {
+        return out;
+    };
+    for (i, (line, _)) in first.events.iter().enumerate() {
+        let text = lines.get(*line as usize - 1).map_or("", |l| l.trim());
+        let text: String = text.chars().take(52).collect();
+        let marks: Vec<&str> = s
+            .runs
+            .iter()
+            .map(
+                |r| match (&r.verdict, r.result.as_ref().map(|x| &x.events[i].1)) {
+                    (Verdict::Unavailable(_), _) | (_, None) => "n/a",
+                    (_, Some(EventStatus::Passed)) => "ok",
+                    (_, Some(EventStatus::Failed(_))) => "FAIL",
+                    (_, Some(EventStatus::NotReached)) => "-",
+                },
+            )
+            .collect();
+        let ran: Vec<&&str> = marks.iter().filter(|m| **m != "n/a").collect();
+        let differ = ran.windows(2).any(|w| w[0] != w[1]);
+        let row = format!(
+            "{} {:>4}  {text:<52} {}",
+            if differ { "<>" } else { "  " },
+            line,
+            marks.iter().map(|m| format!("{m:<9}")).collect::<String>()
+        );
+        let _ = writeln!(out, "{}", row.trim_end());
+    }
+    for r in &s.runs {
+        if let Verdict::Failed(m) | Verdict::ExpectedFailure { message: m, .. } = &r.verdict {
+            let _ = writeln!(
+                out,
+                "  {}: {}",
+                r.stack.name(),
+                m.lines().next().unwrap_or("")
+            );
+        }
+    }
+    out
+}
