@@ -308,6 +308,10 @@ const SLOPE: f64 = 14.0;
 /// One row: the label above the arrow, the arrow, and a gap.
 const ROW: f64 = 36.0;
 const COMMENT_LINE: f64 = 12.0;
+/// A line of 12 px text.
+const LINE: f64 = 13.0;
+/// Characters of a label that fit between the columns (monospace 12 px: 7.2 px each).
+const LABEL_CHARS: usize = ((RIGHT - LEFT - 40.0) / 7.2) as usize;
 /// Characters of a comment line (font size 10: 6 px each) between the columns.
 const COMMENT_WIDTH: usize = ((RIGHT - LEFT - 16.0) / 6.0) as usize;
 /// Where a lost segment's arrow stops, as a share of the way across.
@@ -394,6 +398,13 @@ pub fn svg(conversations: &[Conversation], o: &Ladder) -> String {
                 }
             }
             before = Some(r.time);
+            // What the segment carries goes before its label, or on a line of its own
+            // above it when the two would not fit between the columns.
+            let app_len = r.app.as_deref().map_or(0, |a| a.chars().count() + 2);
+            let stacked = app_len + r.text.chars().count() > LABEL_CHARS;
+            if stacked {
+                y += LINE;
+            }
             // The label's line sits above the arrow, which starts 16 px down the row.
             let mut ya = y + 16.0;
             let (x1, x2) = if r.rightwards {
@@ -428,14 +439,26 @@ pub fn svg(conversations: &[Conversation], o: &Ladder) -> String {
             let a = if r.rightwards { angle } else { -angle };
             let app = r.app.as_deref().map_or(String::new(), |a| {
                 format!(
-                    r##"<tspan font-weight="bold" fill="#036">{}</tspan>  "##,
+                    r##"<tspan font-weight="bold" fill="#036">{}</tspan>"##,
                     xml(a)
                 )
             });
+            let label = if stacked {
+                format!(
+                    r#"<text y="{}" text-anchor="middle">{app}</text><text y="-5" text-anchor="middle">{}</text>"#,
+                    -5.0 - LINE,
+                    xml(&r.text)
+                )
+            } else {
+                let gap = if app.is_empty() { "" } else { "  " };
+                format!(
+                    r#"<text y="-5" text-anchor="middle" xml:space="preserve">{app}{gap}{}</text>"#,
+                    xml(&r.text)
+                )
+            };
             let _ = writeln!(
                 body,
-                r##"<text transform="translate({mx:.1} {my:.1}) rotate({a:.3})" y="-5" text-anchor="middle">{app}{}</text>"##,
-                xml(&r.text)
+                r##"<g transform="translate({mx:.1} {my:.1}) rotate({a:.3})">{label}</g>"##
             );
             if !r.tags.is_empty() {
                 let _ = writeln!(

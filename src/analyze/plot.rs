@@ -363,10 +363,16 @@ pub fn svg(c: &Connection, title: &str, window: Window) -> Result<String, PlotEr
     let mut seq_hi = data
         .iter()
         .map(|s| f64::from(s.seq) + f64::from(s.len))
-        .fold(max_of(&limits), f64::max);
+        .fold(max_of(&acks), f64::max);
     if seq_lo > seq_hi {
         (seq_lo, seq_hi) = (0.0, 1.0);
     }
+    // The window line may take the scale up to twice the data's span, no further: a
+    // large window would squash the data into a line at the bottom. Past that it runs
+    // above the panel, as the legend says.
+    let window_hi = max_of(&limits);
+    let window_off_scale = window_hi > seq_hi + (seq_hi - seq_lo);
+    seq_hi = window_hi.min(seq_hi + (seq_hi - seq_lo)).max(seq_hi);
     let pad = ((seq_hi - seq_lo) * 0.03).max(1.0);
     let seq = Panel {
         top: 70.0 + PANEL_TOP,
@@ -473,10 +479,18 @@ pub fn svg(c: &Connection, title: &str, window: Window) -> Result<String, PlotEr
 
     // 1. Time-sequence.
     let seq_top = seq.hi;
+    let legend = format!(
+        r##"<tspan fill="#000">| data sent</tspan>   <tspan fill="#d00">| retransmission</tspan>   <tspan fill="#d00">x lost</tspan>   <tspan fill="#06c">— acknowledged</tspan>   <tspan fill="#090">— receive window (ACK + window{})</tspan>"##,
+        if window_off_scale {
+            "; off the top here"
+        } else {
+            ""
+        }
+    );
     seq.axes(
         &mut out,
         "time-sequence",
-        r##"<tspan fill="#000">| data sent</tspan>   <tspan fill="#d00">| retransmission</tspan>   <tspan fill="#d00">x lost</tspan>   <tspan fill="#06c">— acknowledged</tspan>   <tspan fill="#090">— receive window (ACK + window)</tspan>"##,
+        &legend,
         "sequence number (bytes)",
         &|v, step| bytes(v, step, seq_top),
     );
