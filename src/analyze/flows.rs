@@ -90,9 +90,10 @@ pub struct Seg {
     /// HTTP request or status line.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
-    /// The sender's state, when the comment gives it (synack's `--internals on`).
+    /// The sender's state, when the comment gives it (synack's `--internals on`); boxed,
+    /// as most segments of most captures have none.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sender: Option<Sender>,
+    pub sender: Option<Box<Sender>>,
 }
 
 impl Seg {
@@ -301,7 +302,11 @@ fn analyse(
         comment: frame.comment.clone(),
         cut: p.cut,
         app: None,
-        sender: frame.comment.as_deref().and_then(notes::sender),
+        sender: frame
+            .comment
+            .as_deref()
+            .and_then(notes::sender)
+            .map(Box::new),
     };
     if frame.comment.as_deref().is_some_and(notes::lost) {
         seg.tags.push(Tag::Lost);

@@ -402,7 +402,7 @@ pub fn svg(c: &Connection, title: &str, window: Window) -> Result<String, PlotEr
         .segments
         .iter()
         .filter(|s| is_data(s))
-        .filter_map(|s| s.sender.as_ref().map(|n| (s.time, n)))
+        .filter_map(|s| s.sender.as_ref().map(|n| (s.time, &**n)))
         .filter(|(_, n)| n.srtt_ms.is_some() || n.rtt_sample_ms.is_some() || n.rto_ms.is_some())
         .collect();
     let from_comments = !noted.is_empty();
