@@ -89,28 +89,37 @@ pub fn label(s: &Seg) -> String {
 }
 
 /// `|---- text ---->|`, or for a lost segment `|---- text ----X        |`: always
-/// `ARROW + 1` characters wide, whatever the text (a long text makes it wider).
-fn arrow(text: &str, rightwards: bool, lost: bool) -> String {
-    let body = format!(" {text} ");
-    let len = body.chars().count();
-    if lost {
-        let fill = (ARROW - 2 - LOST_GAP).saturating_sub(len);
-        let (left, right) = (fill / 2, fill - fill / 2);
-        let gap = " ".repeat(LOST_GAP);
-        if rightwards {
-            format!("|{}{body}{}X{gap}|", "-".repeat(left), "-".repeat(right))
-        } else {
-            format!("|{gap}X{}{body}{}|", "-".repeat(left), "-".repeat(right))
-        }
+/// `ARROW + 1` characters wide. A text too long for the shaft is left out of it and
+/// returned, to go beside the arrow.
+fn arrow(text: &str, rightwards: bool, lost: bool) -> (String, Option<&str>) {
+    // What the shaft holds between the ends: `|` and `>|`, `|<` and `|`, or for a lost
+    // segment `|` and `X` plus the gap.
+    let room = if lost {
+        ARROW - 2 - LOST_GAP
     } else {
-        let fill = ARROW.saturating_sub(len + 3);
-        let (left, right) = (fill / 2, fill - fill / 2);
-        if rightwards {
-            format!("|{}{body}{}>|", "-".repeat(left + 1), "-".repeat(right))
-        } else {
-            format!("|<{}{body}{}|", "-".repeat(left), "-".repeat(right + 1))
-        }
-    }
+        ARROW - 2
+    };
+    let fits = text.chars().count() + 2 <= room;
+    let body = if fits {
+        format!(" {text} ")
+    } else {
+        String::new()
+    };
+    let dashes = room - body.chars().count();
+    // Centred, the odd dash on the sender's side.
+    let left = if rightwards {
+        dashes.div_ceil(2)
+    } else {
+        dashes.saturating_sub(1) / 2
+    };
+    let (left, right) = ("-".repeat(left), "-".repeat(dashes - left));
+    let drawn = match (lost, rightwards) {
+        (true, true) => format!("|{left}{body}{right}X{}|", " ".repeat(LOST_GAP)),
+        (true, false) => format!("|{}X{left}{body}{right}|", " ".repeat(LOST_GAP)),
+        (false, true) => format!("|{left}{body}{right}>|"),
+        (false, false) => format!("|<{left}{body}{right}|"),
+    };
+    (drawn, (!fits).then_some(text))
 }
 
 /// Empty rows (or a cut) before an arrow that comes `gap` seconds after the one before.
@@ -196,16 +205,17 @@ fn tcp(out: &mut String, n: usize, c: &Connection, o: &Ladder) {
             empty_rows(out, pause(o.time_scale_ms, s.time - t));
         }
         before = Some(s.time);
-        let mut beside = Vec::new();
+        let label = label(s);
+        let (drawn, long) = arrow(&label, s.from_client, s.lost());
+        let mut beside: Vec<String> = long.map(str::to_owned).into_iter().collect();
         if let Some(app) = &s.app {
             beside.push(paint.bold(&visible(app)));
         }
         beside.extend(s.tags.iter().map(|&t| paint.tag(t)));
         let line = format!(
-            "{:>6} {:>10.6}  {} {}",
+            "{:>6} {:>10.6}  {drawn} {}",
             s.frame,
             s.time,
-            arrow(&label(s), s.from_client, s.lost()),
             beside.join(" ")
         );
         let _ = writeln!(out, "{}", line.trim_end());
@@ -236,11 +246,10 @@ fn dns(out: &mut String, n: usize, x: &DnsExchange, o: &Ladder) {
             empty_rows(out, pause(o.time_scale_ms, time - t));
         }
         before = Some(*time);
-        let _ = writeln!(
-            out,
-            "{frame:>6} {time:>10.6}  {}",
-            arrow(&visible(text), *query, false)
-        );
+        let text = visible(text);
+        let (drawn, long) = arrow(&text, *query, false);
+        let line = format!("{frame:>6} {time:>10.6}  {drawn} {}", long.unwrap_or(""));
+        let _ = writeln!(out, "{}", line.trim_end());
     }
 }
 
@@ -510,17 +519,29 @@ mod tests {
 
     #[test]
     fn arrows_keep_their_width_lost_or_not() {
-        for text in ["SYN seq=0", "x"] {
+        let long = "DNS response 0xb373: A a-rather-long-name.synack.test -> 10.77.0.2 (NOERROR)";
+        for text in ["SYN seq=0", "x", long] {
             for right in [true, false] {
-                let a = arrow(text, right, false);
-                let l = arrow(text, right, true);
+                let (a, beside) = arrow(text, right, false);
+                let (l, _) = arrow(text, right, true);
                 assert_eq!(a.chars().count(), ARROW + 1, "{a}");
                 assert_eq!(l.chars().count(), ARROW + 1, "{l}");
-                assert!(l.contains(text) && l.contains('X') && !l.contains('>'));
+                assert!(l.contains('X') && !l.contains('>'));
+                // The text in the shaft, or beside the arrow when it is too long.
+                assert_eq!(beside.is_some(), text == long);
+                assert_eq!(a.contains(text), text != long);
             }
         }
-        assert!(arrow("a", true, true).ends_with(&format!("X{}|", " ".repeat(LOST_GAP))));
-        assert!(arrow("a", false, true).starts_with(&format!("|{}X", " ".repeat(LOST_GAP))));
+        assert!(
+            arrow("a", true, true)
+                .0
+                .ends_with(&format!("X{}|", " ".repeat(LOST_GAP)))
+        );
+        assert!(
+            arrow("a", false, true)
+                .0
+                .starts_with(&format!("|{}X", " ".repeat(LOST_GAP)))
+        );
     }
 
     #[test]
