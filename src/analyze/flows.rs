@@ -14,9 +14,11 @@ use super::packet;
 use super::read::Frame;
 use crate::observe::{Segment, SynOptions};
 
-/// A segment whose sequence space was already covered, sent within this long after the
-/// newest segment, is taken as reordered rather than retransmitted (Wireshark uses 3 ms
-/// too, when it has no RTT to go by).
+/// A segment whose sequence space was already covered, seen less than one round trip after
+/// the newest segment, is taken as reordered rather than retransmitted: the round trip
+/// of the handshake as the capture saw it (SYN to the ACK of the SYN-ACK), or this long
+/// when the capture missed the handshake. Wireshark decides the same way, so the counts
+/// of retransmissions agree.
 const OUT_OF_ORDER_WINDOW: Duration = Duration::from_millis(3);
 
 /// Duplicate ACKs before a retransmission counts as a fast retransmission (RFC 5681
@@ -29,6 +31,8 @@ const FAST_RETRANSMIT_DUP_ACKS: u32 = 2;
 pub enum Tag {
     Retransmission,
     FastRetransmission,
+    /// A retransmission of what the receiver had already acknowledged.
+    SpuriousRetransmission,
     /// The n-th duplicate of the previous ACK.
     DuplicateAck(u32),
     OutOfOrder,
@@ -50,6 +54,7 @@ impl Tag {
         match self {
             Tag::Retransmission => "retransmission".into(),
             Tag::FastRetransmission => "fast retransmission".into(),
+            Tag::SpuriousRetransmission => "spurious retransmission".into(),
             Tag::DuplicateAck(n) => format!("duplicate ACK #{n}"),
             Tag::OutOfOrder => "out-of-order".into(),
             Tag::ZeroWindow => "zero window".into(),
@@ -118,9 +123,12 @@ impl Seg {
     }
 
     pub fn retransmitted(&self) -> bool {
-        self.tags
-            .iter()
-            .any(|t| matches!(t, Tag::Retransmission | Tag::FastRetransmission))
+        self.tags.iter().any(|t| {
+            matches!(
+                t,
+                Tag::Retransmission | Tag::FastRetransmission | Tag::SpuriousRetransmission
+            )
+        })
     }
 
     pub fn lost(&self) -> bool {
@@ -129,11 +137,6 @@ impl Seg {
             .any(|t| matches!(t, Tag::Lost | Tag::ProbablyLost))
     }
 }
-
-/// At most this many sent ranges are remembered per side, to tell a retransmission from a
-/// first sending and to find the first sending of a retransmitted segment (16 bytes each:
-/// a megabyte per side).
-const REMEMBERED_RANGES: usize = 1 << 16;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Connection {
@@ -165,10 +168,14 @@ struct Side {
     /// The highest relative sequence number sent (exclusive).
     max_end: u32,
     max_end_time: Duration,
-    /// Ranges sent, to tell a retransmission from a first sending.
-    sent: std::collections::HashSet<(u32, u32)>,
-    /// Where each first sending started: the index of its segment in the connection.
-    first_sent: HashMap<u32, usize>,
+    /// When this side last sent a SYN (a retransmitted SYN restarts the handshake's clock).
+    syn_time: Option<Duration>,
+    /// The handshake's round trip as the capture saw it, once it completed.
+    handshake_rtt: Option<Duration>,
+    /// First sendings of data not yet acknowledged, in the order sent (so in sequence
+    /// order): (start, end, index of the segment in the connection). An ACK takes what it
+    /// covers from the front; what is left is bounded by what is in flight.
+    unacked: std::collections::VecDeque<(u32, u32, usize)>,
     /// The application data this side sends, as it is read.
     app: app::Reader,
     wscale: Option<u8>,
@@ -272,6 +279,18 @@ fn analyse(
     if s.syn {
         sides[me].isn = Some(s.seq);
         sides[me].wscale = s.options.window_scale;
+        if !s.ack_flag {
+            sides[me].syn_time = Some(t);
+        }
+    } else if s.ack_flag
+        && sides[me].handshake_rtt.is_none()
+        && let (Some(syn), Some(peer)) = (sides[me].syn_time, sides[other].isn)
+        && s.ack == peer.wrapping_add(1)
+    {
+        // The ACK of the SYN-ACK: the handshake's round trip, SYN to here.
+        let rtt = t.saturating_sub(syn);
+        sides[me].handshake_rtt = Some(rtt);
+        sides[other].handshake_rtt = Some(rtt);
     }
     let isn = *sides[me].isn.get_or_insert(s.seq.wrapping_sub(1));
     let peer_isn = sides[other].isn;
@@ -321,11 +340,11 @@ fn analyse(
         (&mut b[0], &mut a[0])
     };
     if seq_len > 0 && !s.rst {
-        let seen_before = mine.sent.contains(&(rel_seq, end));
         let covered = seq_before_eq(end, mine.max_end) && mine.max_end != 0;
         if covered {
-            // In this order: a keep-alive is never a retransmission, and a segment that
-            // answers duplicate ACKs is their fast retransmission however soon it follows
+            // In this order: a keep-alive is never a retransmission, a segment that
+            // answers duplicate ACKs is their fast retransmission however soon it follows,
+            // and one the receiver already acknowledged was sent for nothing, however soon
             // (Wireshark decides in the same order, so the counts agree).
             if s.payload_len <= 1
                 && !s.syn
@@ -340,7 +359,13 @@ fn analyse(
                 // The duplicate ACKs are answered; another copy needs new ones to be fast.
                 theirs.dup_acks = 0;
                 seg.tags.push(Tag::FastRetransmission);
-            } else if !seen_before && t.saturating_sub(mine.max_end_time) < OUT_OF_ORDER_WINDOW {
+            } else if theirs.last_ack.is_some_and(|(a, _)| seq_before_eq(end, a)) {
+                // Everything in it was acknowledged already.
+                seg.tags.push(Tag::SpuriousRetransmission);
+            } else if end != mine.max_end
+                && t.saturating_sub(mine.max_end_time)
+                    < mine.handshake_rtt.unwrap_or(OUT_OF_ORDER_WINDOW)
+            {
                 seg.tags.push(Tag::OutOfOrder);
             } else {
                 seg.tags.push(Tag::Retransmission);
@@ -349,10 +374,9 @@ fn analyse(
             // there (or its ACK did not come back).
             if seg.retransmitted()
                 && theirs.last_ack.is_some_and(|(a, _)| a == rel_seq)
-                && let Some(first) = mine
-                    .first_sent
-                    .remove(&rel_seq)
-                    .and_then(|i| earlier.get_mut(i))
+                && mine.unacked.front().is_some_and(|u| u.0 == rel_seq)
+                && let Some((_, _, i)) = mine.unacked.pop_front()
+                && let Some(first) = earlier.get_mut(i)
                 && !first.lost()
             {
                 first.tags.push(Tag::ProbablyLost);
@@ -360,12 +384,9 @@ fn analyse(
         } else {
             mine.max_end = end;
             mine.max_end_time = t;
-            if s.payload_len > 0 && mine.first_sent.len() < REMEMBERED_RANGES {
-                mine.first_sent.insert(rel_seq, earlier.len());
+            if s.payload_len > 0 {
+                mine.unacked.push_back((rel_seq, end, earlier.len()));
             }
-        }
-        if mine.sent.len() < REMEMBERED_RANGES {
-            mine.sent.insert((rel_seq, end));
         }
         if s.fin && mine.fin_end.is_none() {
             mine.fin_end = Some(end);
@@ -396,6 +417,14 @@ fn analyse(
             _ => mine.dup_acks = 0,
         }
         mine.last_ack = Some((rel_ack, window));
+        // What this ACK covers was not lost.
+        while theirs
+            .unacked
+            .front()
+            .is_some_and(|u| seq_before_eq(u.1, rel_ack))
+        {
+            theirs.unacked.pop_front();
+        }
         // The first ACK of the second FIN, from the side whose FIN came first (the active
         // closer, RFC 9293 §3.6): it now waits in TIME-WAIT.
         if pure
@@ -727,6 +756,34 @@ mod tests {
         assert_eq!(st.retransmissions, [0, 2]);
         assert_eq!(st.duplicate_acks, [2, 0]);
         assert_eq!(st.handshake_ms, Some(2.0));
+    }
+
+    #[test]
+    fn reordering_is_judged_by_the_handshakes_round_trip() {
+        // A handshake of 20 ms as the capture saw it (SYN to the ACK of the SYN-ACK).
+        let frames = [
+            seg(1, 0, true, (100, 0), "S", 65535, 0),
+            seg(2, 10, false, (500, 101), "SA", 65535, 0),
+            seg(3, 20, true, (101, 501), "A", 65535, 0),
+            seg(4, 30, false, (501, 101), "A", 65535, 100),
+            seg(5, 30, false, (701, 101), "A", 65535, 100),
+            // 601.. turns up 15 ms after the newest segment: within a round trip, reordered.
+            seg(6, 45, false, (601, 101), "A", 65535, 100),
+            seg(7, 50, true, (101, 801), "A", 65535, 0),
+            // The same again after the ACK that covers it: sent for nothing.
+            seg(8, 60, false, (601, 101), "A", 65535, 100),
+            // New data, then an old segment 25 ms later, past the round trip.
+            seg(9, 70, false, (801, 101), "A", 65535, 100),
+            seg(10, 95, false, (801, 101), "A", 65535, 100),
+        ];
+        let t = tags(&frames);
+        assert_eq!(t[5], [Tag::OutOfOrder]);
+        assert_eq!(t[7], [Tag::SpuriousRetransmission]);
+        assert_eq!(t[9], [Tag::Retransmission]);
+        let Conversation::Tcp(c) = &conversations(&frames)[0] else {
+            unreachable!()
+        };
+        assert_eq!(stats(c).retransmissions, [0, 2]);
     }
 
     #[test]

@@ -36,6 +36,7 @@ impl Paint {
         let code = match t {
             Tag::Retransmission
             | Tag::FastRetransmission
+            | Tag::SpuriousRetransmission
             | Tag::ZeroWindow
             | Tag::Lost
             | Tag::ProbablyLost => "1;31",
