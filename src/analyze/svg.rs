@@ -50,11 +50,12 @@ pub fn number(v: f64, step: f64) -> String {
     format!("{v:.*}", decimals(step))
 }
 
-/// A byte count on an axis whose largest tick is `top`: 0, 50k, 1.5M.
+/// A byte count on an axis whose largest tick is `top`: 0, 50k, 1.5M (and 600, 1200 on
+/// an axis that stays under 10 000, where plain numbers read better).
 pub fn bytes(v: f64, step: f64, top: f64) -> String {
     let (unit, suffix) = if top >= 1e6 {
         (1e6, "M")
-    } else if top >= 1e3 {
+    } else if top >= 1e4 {
         (1e3, "k")
     } else {
         (1.0, "")
@@ -100,6 +101,7 @@ mod tests {
         assert_eq!(bytes(150_000.0, 50_000.0, 300_000.0), "150k");
         assert_eq!(bytes(1_500_000.0, 500_000.0, 2e6), "1.5M");
         assert_eq!(bytes(0.0, 500_000.0, 2e6), "0");
+        assert_eq!(bytes(1200.0, 200.0, 1300.0), "1200");
         assert_eq!(log_ticks(0.5, 1000.0), [1.0, 10.0, 100.0, 1000.0]);
         assert_eq!(log_ticks(1.0, 20.0), [1.0, 2.0, 5.0, 10.0, 20.0]);
         // Degenerate ranges do not loop or panic.
