@@ -734,6 +734,60 @@ fn the_senders_own_numbers_are_drawn_when_the_comments_have_them() {
     assert!(!words.contains("1.010"), "{words}");
 }
 
+/// The same from synack's own `--internals on`: what it writes, `stats --plot` reads.
+#[test]
+fn a_demo_with_internals_on_is_plotted_from_its_own_numbers() {
+    let dir = scratch("demo-internals");
+    let cap = dir.join("int.pcapng");
+    text(&synack(&[
+        "demo",
+        "--journey",
+        "off",
+        "--internals",
+        "on",
+        "--http",
+        "--bytes",
+        "200k",
+        "--loss",
+        "5",
+        "--seed",
+        "3",
+        "--capture",
+        cap.to_str().unwrap(),
+    ]));
+    let plot = dir.join("plot.svg");
+    text(&synack(&[
+        "stats",
+        "--plot",
+        plot.to_str().unwrap(),
+        cap.to_str().unwrap(),
+    ]));
+    svg_text(&plot);
+    let words = svg_words(&plot);
+    assert!(
+        words.contains("the sender's own, from its comments"),
+        "{words}"
+    );
+    assert!(
+        words.contains("in flight (the sender's own count"),
+        "{words}"
+    );
+    let json = text(&synack(&["stats", "--json", cap.to_str().unwrap()]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let c = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["bytes"][1].as_u64() > Some(200_000))
+        .unwrap();
+    assert!(c["lost"][1].as_u64().unwrap() > 0, "{json}");
+    if let Some(retx) = tshark_fields(&cap, "tcp.analysis.retransmission", &["frame.number"]) {
+        let ours =
+            c["retransmissions"][0].as_u64().unwrap() + c["retransmissions"][1].as_u64().unwrap();
+        assert_eq!(ours, retx.len() as u64, "synack and tshark");
+    }
+}
+
 #[test]
 fn plot_windows_that_make_no_sense_get_one_sentence() {
     let lossy = repo().join("captures/samples/lossy-transfer.pcapng");

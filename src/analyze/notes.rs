@@ -48,6 +48,14 @@ pub fn sender(comment: &str) -> Option<Sender> {
     for piece in comment.split("; ") {
         if let Some(why) = piece.strip_prefix("why: ") {
             s.why = Some(why.to_owned());
+            // "retransmission after RTO 1000 ms (now backed off to 2000 ms, ...)": the RTO
+            // from here on (RFC 6298 §5.5), unless an estimator piece says it outright.
+            if let Some((_, after)) = why.split_once("backed off to ")
+                && let Some((v, _)) = after.split_once(" ms")
+                && s.rto_ms.is_none()
+            {
+                s.rto_ms = value(v, "").filter(|v| *v >= 0.0);
+            }
             continue;
         }
         for item in piece.split(", ") {
@@ -103,6 +111,9 @@ mod tests {
         let s = sender("our side: SYN-RECEIVED -> ESTABLISHED; why: new data; srtt 2 ms").unwrap();
         assert_eq!((s.srtt_ms, s.why.as_deref()), (Some(2.0), Some("new data")));
         assert_eq!(s.rto_ms, None);
+        // A timeout's backoff is the RTO from then on.
+        let s = sender("why: retransmission after RTO 1000 ms (now backed off to 2000 ms, RFC 6298 §5.5); in flight 1460 B").unwrap();
+        assert_eq!((s.rto_ms, s.in_flight), (Some(2000.0), Some(1460)));
     }
 
     #[test]
