@@ -2,16 +2,22 @@
 //! independent parser, each TCP connection and DNS exchange drawn as a ladder or summed
 //! up, with analysis computed from the packets themselves.
 
+mod app;
+mod escape;
 mod flows;
 mod ladder;
+mod notes;
+mod packet;
 mod plot;
 mod read;
+mod svg;
 
-pub use flows::{ConnStats, Connection, Conversation, Seg, Tag, conversations, stats};
-pub use read::{Frame, ReadError, read};
+pub use flows::{ConnStats, Connection, Conversation, Rtt, Seg, Tag, conversations, stats};
+pub use notes::Sender;
+pub use read::{Frame, ReadError, read, read_from};
 
-pub use ladder::{Paint, svg as ladder_svg, text as ladder_text};
-pub use plot::svg as time_sequence_svg;
+pub use ladder::{Ladder, Paint, svg as ladder_svg, text as ladder_text};
+pub use plot::{Window, svg as plot_svg};
 
 fn ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.3} ms"))
@@ -75,6 +81,30 @@ pub fn stats_text(n: usize, s: &ConnStats) -> String {
         window(s.min_window[0], s.max_window[0]),
         window(s.min_window[1], s.max_window[1]),
     );
+    if s.lost != [0, 0] {
+        row(&mut t, "lost", s.lost[0].to_string(), s.lost[1].to_string());
+    }
+    if s.cut != [0, 0] {
+        row(
+            &mut t,
+            "cut by snap len",
+            s.cut[0].to_string(),
+            s.cut[1].to_string(),
+        );
+    }
+    row(
+        &mut t,
+        "RTT samples",
+        s.rtt[0].samples.to_string(),
+        s.rtt[1].samples.to_string(),
+    );
+    for (name, f) in [
+        ("RTT min", (|r: &Rtt| r.min_ms) as fn(&Rtt) -> Option<f64>),
+        ("RTT median", |r: &Rtt| r.median_ms),
+        ("RTT max", |r: &Rtt| r.max_ms),
+    ] {
+        row(&mut t, name, ms(f(&s.rtt[0])), ms(f(&s.rtt[1])));
+    }
     let _ = writeln!(
         t,
         "  goodput          {:.1} kB/s (the busier direction's new bytes over the connection's duration)",
@@ -82,11 +112,8 @@ pub fn stats_text(n: usize, s: &ConnStats) -> String {
     );
     let _ = writeln!(
         t,
-        "  RTT              {} samples: min {}, median {}, max {}",
-        s.rtt_samples,
-        ms(s.rtt_min_ms),
-        ms(s.rtt_median_ms),
-        ms(s.rtt_max_ms)
+        "  RTT: a column's data to the ACK that covers it, timed at the capture point: the path\n       \
+         beyond it to that column's receiver and back, plus the receiver's ACK delay"
     );
     t.push('\n');
     t

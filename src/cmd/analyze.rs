@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::Args;
 
 use synack::analyze::{
-    Connection, Conversation, Paint, conversations, ladder_svg, ladder_text, read,
-    stats as conn_stats, stats_text, time_sequence_svg,
+    Connection, Conversation, Ladder, Paint, Window, conversations, ladder_svg, ladder_text,
+    plot_svg, read, stats as conn_stats, stats_text,
 };
 
 /// When to colour the ladder.
@@ -34,6 +34,11 @@ pub struct LadderArgs {
     /// Colour: auto (on a terminal), always, never.
     #[arg(long = "color", value_enum, default_value = "auto")]
     pub colour: Colour,
+    /// Space the arrows by time: one row per MS milliseconds between packets (packets
+    /// closer than that stay one row apart; a pause of more than 12 rows is cut short and
+    /// marked with its length). Text and SVG alike.
+    #[arg(long, value_name = "MS", value_parser = positive_ms)]
+    pub time_scale: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -46,9 +51,34 @@ pub struct StatsArgs {
     /// JSON for scripts.
     #[arg(long)]
     pub json: bool,
-    /// Draw the time-sequence graph of the busiest (or --conn) connection as SVG in FILE.
+    /// Draw the busiest (or --conn) connection as SVG in FILE: the time-sequence graph,
+    /// bytes in flight with the peer's window, and round-trip times, one above the other.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// With --plot: start the graphs at SECS (seconds since the capture's first packet).
+    #[arg(long, value_name = "SECS", requires = "plot", value_parser = seconds)]
+    pub from: Option<f64>,
+    /// With --plot: end the graphs at SECS.
+    #[arg(long, value_name = "SECS", requires = "plot", value_parser = seconds)]
+    pub to: Option<f64>,
+}
+
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "{s} is not a time: give seconds since the capture's first packet, e.g. 0.5"
+        )),
+    }
+}
+
+fn positive_ms(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "{s} is not a time scale: give milliseconds per row, more than 0 (e.g. 10)"
+        )),
+    }
 }
 
 fn load(path: &Path, only: Option<usize>) -> anyhow::Result<Vec<Conversation>> {
@@ -79,9 +109,15 @@ pub fn ladder(args: LadderArgs) -> anyhow::Result<()> {
         Colour::Never => false,
         Colour::Auto => std::io::stdout().is_terminal(),
     });
-    print!("{}", ladder_text(&convs, args.conn, paint));
+    let mut how = Ladder {
+        only: args.conn,
+        time_scale_ms: args.time_scale,
+        paint,
+    };
+    print!("{}", ladder_text(&convs, &how));
     if let Some(path) = &args.svg {
-        std::fs::write(path, ladder_svg(&convs, args.conn))
+        how.paint = Paint(false);
+        std::fs::write(path, ladder_svg(&convs, &how))
             .with_context(|| format!("cannot write --svg {}", path.display()))?;
         eprintln!("synack: ladder drawn in {}", path.display());
     }
@@ -122,10 +158,16 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<()> {
             .iter()
             .max_by_key(|(_, c)| c.segments.iter().map(|s| u64::from(s.len)).sum::<u64>())
             .context("no TCP connection to plot")?;
-        std::fs::write(path, time_sequence_svg(busiest.1))
+        let window = Window {
+            from: args.from,
+            to: args.to,
+        };
+        let svg = plot_svg(busiest.1, &format!("connection #{}", busiest.0), window)
+            .with_context(|| format!("cannot plot connection #{}", busiest.0))?;
+        std::fs::write(path, svg)
             .with_context(|| format!("cannot write --plot {}", path.display()))?;
         eprintln!(
-            "synack: time-sequence graph of connection #{} drawn in {}",
+            "synack: connection #{} drawn in {} (time-sequence, in flight, RTT)",
             busiest.0,
             path.display()
         );
