@@ -303,7 +303,11 @@ fn a_resolver_that_is_not_there_fails_at_once_and_says_what_to_do() {
         "{err}"
     );
     assert!(journey.contains("ICMP port unreachable"), "{journey}");
-    // One query and the ICMP answer: no retries waited out.
+    // The first ICMP answer ends it: no retries waited out (smoltcp would retry for
+    // 9.5 s). The kernel may let the first query go unanswered (its ICMP rate limit is
+    // shared by the whole machine's test namespaces), so allow the first retry.
     let pkts = read_capture(&capture);
-    assert_eq!(pkts.iter().filter(|p| !p.inbound).count(), 1, "{pkts:?}");
+    let queries = pkts.iter().filter(|p| !p.inbound).count();
+    assert!((1..=2).contains(&queries), "{pkts:?}");
+    assert!(pkts.last().is_some_and(|p| p.inbound), "the ICMP answer is the last word");
 }

@@ -202,7 +202,9 @@ fn impair_drops_packets_with_nftables_and_says_what_it_cannot_do() {
     }
     assert_eq!(impair(&["--loss", "101"]).status.code(), Some(1));
 
-    let out = impair(&["--loss", "20", "--rate", "20000"]);
+    // 5 %: smoltcp recovers from it in seconds; past ~10 % its RTO backs off for good
+    // (README, known limits).
+    let out = impair(&["--loss", "5", "--rate", "20000"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

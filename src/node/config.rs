@@ -28,9 +28,9 @@ pub mod limits {
     /// 2 MSL: Linux's `TCP_TIMEWAIT_LEN` (RFC 9293 §3.4.2 suggests MSL = 2 minutes).
     pub const DEFAULT_TIME_WAIT: Duration = Duration::from_secs(60);
     pub const MAX_TIME_WAIT: Duration = Duration::from_secs(600);
-    /// How long a connection we closed may take to finish closing (FIN-WAIT-1/2,
-    /// CLOSING, LAST-ACK) before we reset it: Linux's `tcp_fin_timeout` default. A peer
-    /// that never sends its FIN would otherwise hold a socket forever.
+    /// How long we wait in FIN-WAIT-2 (our FIN acknowledged) for the peer's FIN before we
+    /// reset: Linux's `tcp_fin_timeout` default. A peer that never sends its FIN would
+    /// otherwise hold a socket forever.
     pub const FIN_TIMEOUT: Duration = Duration::from_secs(60);
     /// A peer silent this long while we have unacknowledged data is gone: smoltcp aborts.
     pub const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(60);

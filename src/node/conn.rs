@@ -122,7 +122,8 @@ pub struct Conn {
     pub queue: Queue,
     pub session: Option<Box<dyn Conversation>>,
     pub opened: Instant,
-    /// When we sent our FIN (entered FIN-WAIT-1 or LAST-ACK), for the FIN timeout.
+    /// When the peer acknowledged our FIN and we started waiting for its own (FIN-WAIT-2),
+    /// for the FIN timeout.
     pub closed_at: Option<Instant>,
     pub established: bool,
     pub reset_by_peer: bool,

@@ -245,15 +245,20 @@ impl Node {
 
     /// A timer fired: the session's time-outs and the FIN timeout.
     fn expire(&mut self, now: Instant, conn: &mut Conn) {
-        if let Some(session) = conn.session.as_mut()
-            && session.deadline().is_some_and(|d| d <= now)
-        {
-            session.poll_timeout(now, &mut self.journal);
+        let sending = conn.socket().send_queue() > 0;
+        if let Some(session) = conn.session.as_mut() {
+            // A response still crossing a slow or lossy path is not an idle client.
+            if sending {
+                session.still_sending(now);
+            }
+            if session.deadline().is_some_and(|d| d <= now) {
+                session.poll_timeout(now, &mut self.journal);
+            }
         }
-        let closing = matches!(
-            conn.state,
-            tcp::State::FinWait1 | tcp::State::FinWait2 | tcp::State::Closing | tcp::State::LastAck
-        );
+        // Linux's tcp_fin_timeout: the peer acknowledged our FIN and never sends its own.
+        // While our FIN or data is unacknowledged (FIN-WAIT-1, CLOSING, LAST-ACK), the
+        // retransmission timer and the user timeout (--timeout) bound the wait instead.
+        let closing = conn.state == tcp::State::FinWait2;
         let expired = conn
             .closed_at
             .is_some_and(|t| now - t >= super::dur(limits::FIN_TIMEOUT));
@@ -311,7 +316,7 @@ impl Node {
             conn.counted_active = false;
             self.active -= 1;
         }
-        if matches!(new, tcp::State::FinWait1 | tcp::State::LastAck) {
+        if new == tcp::State::FinWait2 {
             conn.closed_at = Some(now);
         }
         let (from, to) = (state_name(old), state_name(new));

@@ -45,6 +45,9 @@ pub trait Conversation {
     fn take_encrypted(&mut self) -> Option<(u64, u64)>;
     /// When [`poll_timeout`](Self::poll_timeout) has something to do.
     fn deadline(&self) -> Option<Instant>;
+    /// What was handed to the socket is still on its way (unacknowledged): the peer is
+    /// busy receiving, so neither the idle nor the request time-out may run out now.
+    fn still_sending(&mut self, _now: Instant) {}
     fn poll_timeout(&mut self, now: Instant, journal: &mut Journal);
 }
 

@@ -397,6 +397,13 @@ impl Conversation for ServerSession {
         })
     }
 
+    fn still_sending(&mut self, now: Instant) {
+        self.idle_since = self.idle_since.max(now);
+        if let Some(t) = self.request_started.as_mut() {
+            *t = (*t).max(now);
+        }
+    }
+
     /// Answers 408 and closes if the client took too long (RFC 9110 §15.5.9).
     fn poll_timeout(&mut self, now: Instant, journal: &mut Journal) {
         let Some(deadline) = self.deadline() else {
