@@ -189,3 +189,26 @@ fn slow_start_grows_half_again_per_round_trip_with_delayed_acks() {
     // segment per round trip: linear, not geometric.
     assert!(rounds[7] > rounds[3] + 8, "{rounds:?}");
 }
+
+#[test]
+fn a_response_still_on_its_way_is_not_cut_short_by_the_idle_timeout() {
+    // 300 KB at 1 Mbit/s take 2.4 s to cross; the server's idle time-out is 1 s. The
+    // response was handed to the socket at once, but the client is not idle: it is
+    // receiving. (This once appended a 408 after the body and closed.)
+    let mut pair = pair(
+        |s| s.timeouts.idle = std::time::Duration::from_secs(1),
+        |_| {},
+        FaultConfig {
+            rate_kbit: Some(1000),
+            seed: 1,
+            ..FaultConfig::default()
+        },
+        None,
+    );
+    let o = get(&mut pair, "/bytes/300000");
+    pair.run_until(Duration::from_secs(30), |_| done(&o)).unwrap();
+    let o = o.borrow();
+    assert_eq!(o.error, None);
+    assert_eq!(o.exchanges[0].body_bytes, 300_000);
+    assert!(pair.now() - VIRTUAL_EPOCH > Duration::from_secs(2), "it was slow");
+}
