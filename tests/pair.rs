@@ -46,7 +46,7 @@ fn pair(
         ..Config::default()
     };
     client(&mut c);
-    let server = Node::new(s, App::default(), Journal::silent(), VIRTUAL_EPOCH).unwrap();
+    let server = Node::new(s, App::default(), Journal::keeping("server"), VIRTUAL_EPOCH).unwrap();
     let client = Node::new(c, App::default(), Journal::silent(), VIRTUAL_EPOCH).unwrap();
     Pair::new(
         Edge::new(client, None),
@@ -211,4 +211,13 @@ fn a_response_still_on_its_way_is_not_cut_short_by_the_idle_timeout() {
     assert_eq!(o.error, None);
     assert_eq!(o.exchanges[0].body_bytes, 300_000);
     assert!(pair.now() - VIRTUAL_EPOCH > Duration::from_secs(2), "it was slow");
+    let kept = pair.server.node.journal_mut().take_kept();
+    let statuses: Vec<u16> = kept
+        .events()
+        .filter_map(|e| match e.what {
+            synack::journey::What::Responded { status, .. } => Some(status),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(statuses, vec![200], "no 408 behind the body");
 }
