@@ -309,5 +309,8 @@ fn a_resolver_that_is_not_there_fails_at_once_and_says_what_to_do() {
     let pkts = read_capture(&capture);
     let queries = pkts.iter().filter(|p| !p.inbound).count();
     assert!((1..=2).contains(&queries), "{pkts:?}");
-    assert!(pkts.last().is_some_and(|p| p.inbound), "the ICMP answer is the last word");
+    assert!(
+        pkts.last().is_some_and(|p| p.inbound),
+        "the ICMP answer is the last word"
+    );
 }

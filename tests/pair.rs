@@ -206,11 +206,15 @@ fn a_response_still_on_its_way_is_not_cut_short_by_the_idle_timeout() {
         None,
     );
     let o = get(&mut pair, "/bytes/300000");
-    pair.run_until(Duration::from_secs(30), |_| done(&o)).unwrap();
+    pair.run_until(Duration::from_secs(30), |_| done(&o))
+        .unwrap();
     let o = o.borrow();
     assert_eq!(o.error, None);
     assert_eq!(o.exchanges[0].body_bytes, 300_000);
-    assert!(pair.now() - VIRTUAL_EPOCH > Duration::from_secs(2), "it was slow");
+    assert!(
+        pair.now() - VIRTUAL_EPOCH > Duration::from_secs(2),
+        "it was slow"
+    );
     let kept = pair.server.node.journal_mut().take_kept();
     let statuses: Vec<u16> = kept
         .events()

@@ -180,6 +180,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
             }
         );
     }
+    if let Some(summary) = outcome.capture.as_ref().filter(|s| !s.stream && complete)
+        && let Some((path, _)) = summary.files.last()
+    {
+        next_steps(path, &args);
+    }
     if outcome.download_mismatches != 0 {
         anyhow::bail!(
             "the download was corrupted: {} bytes differ",
@@ -191,4 +196,25 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
     } else {
         setup::EXIT_CAPTURE_INCOMPLETE
     })
+}
+
+/// What to try next, with this run's capture: the lessons path of the README, one step on.
+/// Each command under a comment line, so that it can be pasted as it is.
+fn next_steps(capture: &std::path::Path, args: &DemoArgs) {
+    let c = capture.display();
+    let svg = capture.with_extension("svg");
+    eprintln!("synack demo: next, with this capture:");
+    eprintln!("  # each packet as an arrow, with its comment");
+    eprintln!("  synack ladder {c}");
+    eprintln!("  # the numbers, and a picture of the transfer (open the SVG in a browser)");
+    eprintln!("  synack stats {c} --plot {}", svg.display());
+    eprintln!("  # in Wireshark, add a column for frame.comment to read the comments");
+    eprintln!("  wireshark {c}");
+    if args.faults.loss == 0.0 {
+        eprintln!("  # the same journey on a link that loses 5 % of the packets");
+        eprintln!("  synack demo --loss 5");
+    } else if !args.record.internals {
+        eprintln!("  # and each segment the sender sends says why it left now");
+        eprintln!("  synack demo --loss {} --internals on", args.faults.loss);
+    }
 }

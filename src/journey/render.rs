@@ -322,6 +322,7 @@ pub fn describe(what: &What) -> String {
             peer_window,
             rtt,
             waited_us,
+            held_by,
             ..
         } => {
             let mut t = format!(
@@ -334,7 +335,16 @@ pub fn describe(what: &What) -> String {
                 );
             }
             if let Some(w) = waited_us {
-                t += &format!("; it waited {:.1} ms", *w as f64 / 1000.0);
+                let why = match held_by.unwrap_or("") {
+                    "nagle" => ": Nagle held it for the ACK of data in flight",
+                    "peer_window" => ": the peer's window was full",
+                    "congestion_window" => {
+                        ": the congestion window (smoltcp does not say its size)"
+                    }
+                    "retransmission_timer" => ": lost data waited for the retransmission timer",
+                    _ => "",
+                };
+                t += &format!("; it waited {:.1} ms{why}", *w as f64 / 1000.0);
             }
             t
         }

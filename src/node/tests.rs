@@ -556,14 +556,33 @@ fn a_peer_that_acks_our_fin_and_never_sends_its_own_is_reset_after_the_fin_timeo
     let (seq, ack) = h.connect(client, 1000);
     let req = get("x", true);
     let seq = seq + req.len() as u32;
-    let reply = h.send(&tcp(client, addr(SERVER), seq - req.len() as u32, Some(ack), "PA", &req, &[]));
-    let fin = reply.iter().map(Sent::seg).find(|s| s.fin).expect("our FIN");
+    let reply = h.send(&tcp(
+        client,
+        addr(SERVER),
+        seq - req.len() as u32,
+        Some(ack),
+        "PA",
+        &req,
+        &[],
+    ));
+    let fin = reply
+        .iter()
+        .map(Sent::seg)
+        .find(|s| s.fin)
+        .expect("our FIN");
     // Everything acknowledged, our FIN included: FIN-WAIT-2, waiting for theirs.
     let end = fin.seq + fin.payload_len + 1;
     h.send(&tcp(client, addr(SERVER), seq, Some(end), "A", &[], &[]));
-    assert!(h.in_note.contains("FIN-WAIT-1 -> FIN-WAIT-2"), "{}", h.in_note);
+    assert!(
+        h.in_note.contains("FIN-WAIT-1 -> FIN-WAIT-2"),
+        "{}",
+        h.in_note
+    );
     let later = h.advance(Duration::from_secs(59));
-    assert!(later.is_empty() && h.node.connections() == (1, 0), "{later:?}");
+    assert!(
+        later.is_empty() && h.node.connections() == (1, 0),
+        "{later:?}"
+    );
     let later = h.advance(Duration::from_secs(2));
     let rst = later.iter().find(|s| s.seg().rst).expect("a RST");
     assert!(rst.note.contains("tcp_fin_timeout"), "{later:?}");
@@ -582,10 +601,17 @@ fn a_peer_that_goes_silent_with_our_data_unacked_is_given_up_after_the_user_time
     // Nothing more from the peer: smoltcp retransmits with backoff, and gives up once
     // --timeout (60 s) passes with nothing acknowledged (RFC 9293 §3.8.3).
     let later = h.advance(Duration::from_secs(30));
-    assert!(later.iter().all(|s| !s.seg().rst), "still retransmitting: {later:?}");
+    assert!(
+        later.iter().all(|s| !s.seg().rst),
+        "still retransmitting: {later:?}"
+    );
     let later = h.advance(Duration::from_secs(40));
     assert!(later.iter().any(|s| s.seg().rst), "{later:?}");
-    assert_eq!(h.node.counters().fin_timeouts, 0, "not the FIN timeout's doing");
+    assert_eq!(
+        h.node.counters().fin_timeouts,
+        0,
+        "not the FIN timeout's doing"
+    );
     assert_eq!(h.node.connections(), (0, 0));
 }
 
