@@ -250,3 +250,37 @@ fn a_link_that_loses_everything_ends_in_a_dns_failure_not_a_hang() {
         "{err}"
     );
 }
+
+#[test]
+fn a_capture_in_a_missing_directory_is_refused_and_only_captures_is_made() {
+    let dir = out_dir("dirs");
+    let missing = dir.join("no-such-dir").join("x.pcapng");
+    let out = Command::new(env!("CARGO_BIN_EXE_synack"))
+        .args(["demo", "--journey", "off", "--capture"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("does not exist") && err.contains("no-such-dir"),
+        "{err}"
+    );
+    assert!(
+        !dir.join("no-such-dir").exists(),
+        "not made behind the user's back"
+    );
+    // The default directory is made where the demo runs.
+    let out = Command::new(env!("CARGO_BIN_EXE_synack"))
+        .args(["demo", "--journey", "off"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made: Vec<_> = std::fs::read_dir(dir.join("captures")).unwrap().collect();
+    assert_eq!(made.len(), 1);
+}

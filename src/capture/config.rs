@@ -78,6 +78,10 @@ pub enum CaptureError {
     RingOnStream(u32, String),
     #[error("cannot start the capture's writer thread: {0}")]
     Thread(std::io::Error),
+    #[error(
+        "the directory {0} does not exist: create it first, or give a --capture path in an existing one"
+    )]
+    NoDirectory(PathBuf),
 }
 
 /// The name of file number `index` (from 1) of a ring on `base`: `run.pcapng` gives

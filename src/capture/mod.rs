@@ -36,13 +36,16 @@ use crate::observe::Direction;
 /// everything up to this long ago.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
+/// The directory default captures go to; the only one synack makes if it is missing.
+pub const DEFAULT_DIR: &str = "captures";
+
 /// Where the default capture goes: a new timestamped file under `captures/`.
 pub fn default_path(prefix: &str) -> PathBuf {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let (y, mo, d, h, mi, s) = crate::clock::civil_from_unix(now.as_secs());
-    PathBuf::from("captures").join(format!(
+    PathBuf::from(DEFAULT_DIR).join(format!(
         "{prefix}-{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}-{:03}.pcapng",
         now.subsec_millis()
     ))

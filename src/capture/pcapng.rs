@@ -10,6 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::DEFAULT_DIR;
 use pcap_file::DataLink;
 use pcap_file::Endianness;
 use pcap_file::pcapng::PcapNgWriter;
@@ -166,7 +167,14 @@ fn open(config: &CaptureConfig) -> Result<Opened, CaptureError> {
         });
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| CaptureError::Create(path.clone(), reason(&e)))?;
+        // Only the default directory is made: a path the user gave in a directory that
+        // does not exist is more likely a typo than a wish (and root would make it).
+        if dir == Path::new(DEFAULT_DIR) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CaptureError::Create(path.clone(), reason(&e)))?;
+        } else if !dir.is_dir() {
+            return Err(CaptureError::NoDirectory(dir.to_path_buf()));
+        }
     }
     let path = if files > 1 {
         ring_path(path, 1)

@@ -134,8 +134,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
                     dir.join("synack-cert.pem")
                 });
                 if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                    // As for captures: only the default directory is made.
+                    if dir == std::path::Path::new(synack::capture::DEFAULT_DIR) {
+                        std::fs::create_dir_all(dir)
+                            .with_context(|| format!("cannot create {}", dir.display()))?;
+                    } else if !dir.is_dir() {
+                        anyhow::bail!(
+                            "the directory {} does not exist: create it first, or give --cert-out a path in an existing one",
+                            dir.display()
+                        );
+                    }
                 }
                 std::fs::write(&out, &identity.cert_pem).with_context(|| {
                     format!(
