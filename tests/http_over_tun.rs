@@ -374,6 +374,19 @@ fn a_full_accept_queue_drops_syns_until_there_is_room() {
         (a, b)
     };
     let (mut a, mut b) = ns.in_ns(run);
+    // connect() returns once the kernel has sent its ACK: wait until synack has taken
+    // both, A into the table and B into the accept queue, before C tries.
+    let established = |server: &Server| {
+        server
+            .journey_events()
+            .iter()
+            .filter(|e| e["event"] == "state" && e["to"] == "ESTABLISHED")
+            .count()
+    };
+    assert!(
+        wait_until(10.0, || established(&server) >= 2),
+        "A and B established"
+    );
     let c = ns.spawn_in_ns(move || {
         let started = std::time::Instant::now();
         let mut c = std::net::TcpStream::connect("10.77.0.2:80").unwrap();

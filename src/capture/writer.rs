@@ -390,27 +390,36 @@ impl Writer {
             written: Written::default(),
             failed: Arc::clone(&failed),
         };
-        let thread = std::thread::Builder::new()
+        // SIGINT and SIGTERM must reach the stack's thread, where the stop flag is read.
+        // The new thread is born with every signal blocked (a thread inherits its
+        // creator's mask), so there is no moment in which it could take one; the stack's
+        // thread gets its own mask back right after.
+        // SAFETY: sigsets filled by sigfillset or by pthread_sigmask, applied to this
+        // thread only.
+        let saved = unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut saved: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut saved);
+            saved
+        };
+        let spawned = std::thread::Builder::new()
             .name("capture-writer".into())
             .spawn(move || {
                 // The stack's thread is the bottleneck of a fast transfer; the writer needs
                 // a fraction of a core and has CHUNKS MiB of slack, so it yields to others.
                 // SAFETY: setpriority on this thread's own id.
                 unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
-                // SIGINT and SIGTERM must reach the stack's thread: only there do they wake
-                // the poll(2) an idle server sleeps in. Taken here, the stop flag would be
-                // set and nobody would look at it.
-                // SAFETY: a zeroed sigset filled by sigfillset, applied to this thread only.
-                unsafe {
-                    let mut all: libc::sigset_t = std::mem::zeroed();
-                    libc::sigfillset(&mut all);
-                    libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-                }
                 for msg in from_stack {
                     thread.handle(msg, &empty_tx);
                 }
                 thread.into_written()
-            })?;
+            });
+        // SAFETY: restores the mask saved above, on this thread.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &saved, std::ptr::null_mut());
+        }
+        let thread = spawned?;
         let writer = Writer {
             to,
             empty,

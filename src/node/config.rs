@@ -212,6 +212,8 @@ pub struct Counters {
     pub bytes_out: u64,
     /// SYNs dropped because the accept queue was full.
     pub syn_dropped: u64,
+    /// Handshake-completing ACKs dropped because the accept queue was full.
+    pub accept_queue_overflows: u64,
     /// SYN-ACKs sent as cookies (the SYN queue was full) and cookies that came back valid.
     pub syn_cookies_sent: u64,
     pub syn_cookies_validated: u64,

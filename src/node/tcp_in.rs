@@ -57,6 +57,25 @@ impl Node {
         let Some(conn) = self.conns.get(slot) else {
             return;
         };
+        // The ACK that would complete a handshake while the accept queue is full is
+        // dropped, as Linux does (tcp_abort_on_overflow = 0): the connection stays in
+        // SYN-RECEIVED, our SYN-ACK is retransmitted, and the peer's next ACK gets in once
+        // there is room.
+        if conn.state == smoltcp::socket::tcp::State::SynReceived
+            && seg.ack_flag
+            && !seg.syn
+            && !seg.rst
+            && let super::conn::Opened::Passive { port } = conn.opened_by
+            && let Some(l) = self.listeners.iter().find(|l| l.port == port)
+            && l.accept.len() >= l.backlog
+        {
+            let backlog = l.backlog;
+            self.counters.accept_queue_overflows += 1;
+            self.note_in(format_args!(
+                "dropped: the accept queue is full ({backlog}/{backlog}); the handshake completes when there is room"
+            ));
+            return;
+        }
         match guard::judge(conn, &seg) {
             Judgement::Pass => self.turn(now, slot, Cause::packet(packet, seg)),
             Judgement::Drop(why) => {

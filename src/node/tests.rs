@@ -789,3 +789,40 @@ fn a_cookie_syn_ack_is_byte_for_byte_what_smoltcp_writes() {
         );
     }
 }
+
+#[test]
+fn the_ack_that_would_overflow_the_accept_queue_is_dropped_and_the_syn_ack_comes_again() {
+    let mut h = Harness::new(|c| {
+        c.backlog = 1;
+        c.max_conns = 1;
+    });
+    let server = addr(SERVER);
+    h.connect(addr("10.77.0.1:51000"), 100);
+    // B and C both get their SYN-ACKs while the accept queue is empty.
+    let (b, c) = (addr("10.77.0.1:51001"), addr("10.77.0.1:51002"));
+    let b_synack = h.send(&tcp(b, server, 200, None, "S", &[], &syn_options()))[0].seg();
+    let c_synack = h.send(&tcp(c, server, 300, None, "S", &[], &syn_options()))[0].seg();
+    assert!(
+        h.send(&tcp(b, server, 201, Some(b_synack.seq + 1), "A", &[], &[]))
+            .is_empty()
+    );
+    // B waits in the accept queue (1/1): C's handshake cannot complete now.
+    assert!(
+        h.send(&tcp(c, server, 301, Some(c_synack.seq + 1), "A", &[], &[]))
+            .is_empty()
+    );
+    assert!(
+        h.in_note.contains("the accept queue is full"),
+        "{}",
+        h.in_note
+    );
+    assert_eq!(h.node.counters().accept_queue_overflows, 1);
+    // smoltcp, still in SYN-RECEIVED, sends its SYN-ACK again.
+    let later = h.advance(Duration::from_millis(1100));
+    assert!(
+        later
+            .iter()
+            .any(|s| s.seg().syn && s.seg().ack_flag && s.seg().dst == c),
+        "{later:?}"
+    );
+}
