@@ -5,13 +5,10 @@
 use smoltcp::iface::SocketSet;
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
-use smoltcp::wire::{
-    IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
-};
 
 use super::conn::{Conn, Opened, Queue, SeqTrack};
 use super::cookie::{Carried, interface_seed_for_isn};
-use super::device::Discard;
+use super::device::OnePacket;
 use super::turn::Cause;
 use super::{Node, NodeError, SocketOptions, interface, wire};
 use crate::journey::{ConnId, Stage, What};
@@ -154,14 +151,11 @@ impl Node {
             self.conns.put(slot, conn);
             return Err(NodeError::Connect(tuple.remote, "cannot listen".into()));
         }
-        iface.poll_ingress_single(
-            now,
-            &mut Discard::with(&syn, &mut self.out, mtu),
-            &mut conn.set,
-        );
-        while iface.poll_egress(now, &mut Discard::empty(&mut self.out, mtu), &mut conn.set)
-            != smoltcp::iface::PollResult::None
-        {}
+        // Its SYN-ACK goes nowhere: the peer has had it (as the cookie).
+        let mut dev = OnePacket::discarding(Some(&syn), &mut self.out, mtu);
+        iface.poll_ingress_single(now, &mut dev, &mut conn.set);
+        let mut dev = OnePacket::discarding(None, &mut self.out, mtu);
+        while iface.poll_egress(now, &mut dev, &mut conn.set) != smoltcp::iface::PollResult::None {}
         if let Some(s) = Segment::parse(&syn) {
             conn.seq.received(&s);
             conn.track.classify(crate::observe::Direction::In, &s);
@@ -289,37 +283,20 @@ pub(super) fn wscale_for(rx: usize) -> u8 {
 /// The SYN a cookie stands for: from the ACK's sender, with the ACK's sequence number
 /// minus one and the options the cookie carried.
 fn synthetic_syn(ack: &Segment, carried: Carried) -> Vec<u8> {
-    let tcp = TcpRepr {
-        src_port: ack.src.port(),
-        dst_port: ack.dst.port(),
-        control: TcpControl::Syn,
-        seq_number: TcpSeqNumber(ack.seq.wrapping_sub(1) as i32),
-        ack_number: None,
-        window_len: ack.window,
-        window_scale: carried.window_scale,
-        max_seg_size: Some(carried.mss),
-        sack_permitted: carried.sack_permitted,
-        sack_ranges: [None; 3],
-        timestamp: None,
-        payload: &[],
+    let syn = wire::Bare {
+        src: ack.src,
+        dst: ack.dst,
+        seq: ack.seq.wrapping_sub(1),
+        ack: None,
+        rst: false,
+        window: ack.window,
+        syn: Some(wire::SynOptions {
+            mss: carried.mss,
+            window_scale: carried.window_scale,
+            sack_permitted: carried.sack_permitted,
+        }),
     };
-    let ip = Ipv4Repr {
-        src_addr: *ack.src.ip(),
-        dst_addr: *ack.dst.ip(),
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let mut out = vec![0; ip.buffer_len() + tcp.buffer_len()];
-    let caps = smoltcp::phy::ChecksumCapabilities::default();
-    let mut packet = Ipv4Packet::new_unchecked(&mut out[..]);
-    ip.emit(&mut packet, &caps);
-    let mut segment = TcpPacket::new_unchecked(packet.payload_mut());
-    tcp.emit(
-        &mut segment,
-        &IpAddress::Ipv4(*ack.src.ip()),
-        &IpAddress::Ipv4(*ack.dst.ip()),
-        &caps,
-    );
+    let mut out = Vec::new();
+    syn.emit(&mut out);
     out
 }

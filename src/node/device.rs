@@ -26,7 +26,7 @@ pub struct Output {
     queue: VecDeque<Outgoing>,
     spare: Vec<Outgoing>,
     next_serial: u64,
-    /// Packets discarded instead of queued (see [`OnePacket::discarding`]).
+    /// Where discarded packets are written (see [`OnePacket::discarding`]).
     discard: Vec<u8>,
 }
 
@@ -81,10 +81,19 @@ impl Output {
     }
 }
 
+/// Where the packets smoltcp sends during one poll go.
+enum Sink<'a> {
+    /// The node's output queue.
+    Queue(&'a mut Output),
+    /// Nowhere (one scratch buffer): the SYN-ACK of a handshake rebuilt from a SYN
+    /// cookie, which the peer has had already.
+    Discard(&'a mut Vec<u8>),
+}
+
 /// The device for one poll.
 pub struct OnePacket<'a> {
     rx: Option<&'a [u8]>,
-    out: &'a mut Output,
+    sink: Sink<'a>,
     mtu: usize,
 }
 
@@ -93,14 +102,34 @@ impl<'a> OnePacket<'a> {
     pub fn with(packet: &'a [u8], out: &'a mut Output, mtu: usize) -> Self {
         OnePacket {
             rx: Some(packet),
-            out,
+            sink: Sink::Queue(out),
             mtu,
         }
     }
 
     /// A device with nothing to read: for egress and timers.
     pub fn empty(out: &'a mut Output, mtu: usize) -> Self {
-        OnePacket { rx: None, out, mtu }
+        OnePacket {
+            rx: None,
+            sink: Sink::Queue(out),
+            mtu,
+        }
+    }
+
+    /// A device whose sends go nowhere (see [`Sink::Discard`]).
+    pub fn discarding(packet: Option<&'a [u8]>, out: &'a mut Output, mtu: usize) -> Self {
+        OnePacket {
+            rx: packet,
+            sink: Sink::Discard(&mut out.discard),
+            mtu,
+        }
+    }
+
+    fn tx(&mut self) -> Tx<'_> {
+        match &mut self.sink {
+            Sink::Queue(out) => Tx::Queue(out),
+            Sink::Discard(buf) => Tx::Discard(buf),
+        }
     }
 }
 
@@ -116,11 +145,11 @@ impl Device for OnePacket<'_> {
 
     fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         let packet = self.rx.take()?;
-        Some((Rx(packet), Tx(self.out)))
+        Some((Rx(packet), self.tx()))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {
-        Some(Tx(self.out))
+        Some(self.tx())
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -139,73 +168,20 @@ impl phy::RxToken for Rx<'_> {
     }
 }
 
-pub struct Tx<'a>(&'a mut Output);
+pub enum Tx<'a> {
+    Queue(&'a mut Output),
+    Discard(&'a mut Vec<u8>),
+}
 
 impl phy::TxToken for Tx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        f(&mut self.0.push(len).data)
-    }
-}
-
-/// A device whose sends go nowhere: for the SYN-ACK of a handshake the node rebuilds from
-/// a SYN cookie (the peer has had it already).
-pub struct Discard<'a> {
-    rx: Option<&'a [u8]>,
-    buf: &'a mut Vec<u8>,
-    mtu: usize,
-}
-
-impl<'a> Discard<'a> {
-    pub fn with(packet: &'a [u8], out: &'a mut Output, mtu: usize) -> Self {
-        Discard {
-            rx: Some(packet),
-            buf: &mut out.discard,
-            mtu,
+        match self {
+            Tx::Queue(out) => f(&mut out.push(len).data),
+            Tx::Discard(buf) => {
+                buf.clear();
+                buf.resize(len, 0);
+                f(buf)
+            }
         }
-    }
-
-    pub fn empty(out: &'a mut Output, mtu: usize) -> Self {
-        Discard {
-            rx: None,
-            buf: &mut out.discard,
-            mtu,
-        }
-    }
-}
-
-impl Device for Discard<'_> {
-    type RxToken<'b>
-        = Rx<'b>
-    where
-        Self: 'b;
-    type TxToken<'b>
-        = DiscardTx<'b>
-    where
-        Self: 'b;
-
-    fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        let packet = self.rx.take()?;
-        Some((Rx(packet), DiscardTx(self.buf)))
-    }
-
-    fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {
-        Some(DiscardTx(self.buf))
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ip;
-        caps.max_transmission_unit = self.mtu;
-        caps
-    }
-}
-
-pub struct DiscardTx<'a>(&'a mut Vec<u8>);
-
-impl phy::TxToken for DiscardTx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        self.0.clear();
-        self.0.resize(len, 0);
-        f(self.0)
     }
 }

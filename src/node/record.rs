@@ -71,11 +71,7 @@ pub fn observed_in(
     let (id, t, s) = (conn.id, now.total_micros(), *seg);
     let what = match role {
         Role::Syn => {
-            if let Some(rec) = journal.get_mut(id) {
-                rec.handshake.client_isn = Some(s.seq);
-                rec.handshake.client_window = Some(s.window);
-                rec.handshake.client_options = s.options;
-            }
+            remember_handshake(journal, id, End::Client, &s);
             What::Syn {
                 remote: conn.tuple.remote,
                 local: conn.tuple.local,
@@ -85,11 +81,7 @@ pub fn observed_in(
             }
         }
         Role::SynAck => {
-            if let Some(rec) = journal.get_mut(id) {
-                rec.handshake.server_isn = Some(s.seq);
-                rec.handshake.server_window = Some(s.window);
-                rec.handshake.server_options = s.options;
-            }
+            remember_handshake(journal, id, End::Server, &s);
             What::SynAckReceived {
                 isn: s.seq,
                 ack: s.ack,
@@ -137,11 +129,7 @@ pub fn observed_out(
     let (id, t, s) = (conn.id, now.total_micros(), *seg);
     let what = match role {
         Role::Syn => {
-            if let Some(rec) = journal.get_mut(id) {
-                rec.handshake.client_isn = Some(s.seq);
-                rec.handshake.client_window = Some(s.window);
-                rec.handshake.client_options = s.options;
-            }
+            remember_handshake(journal, id, End::Client, &s);
             What::SynSent {
                 local: conn.tuple.local,
                 remote: conn.tuple.remote,
@@ -151,11 +139,7 @@ pub fn observed_out(
             }
         }
         Role::SynAck => {
-            if let Some(rec) = journal.get_mut(id) {
-                rec.handshake.server_isn = Some(s.seq);
-                rec.handshake.server_window = Some(s.window);
-                rec.handshake.server_options = s.options;
-            }
+            remember_handshake(journal, id, End::Server, &s);
             What::SynAck {
                 isn: s.seq,
                 ack: s.ack,
@@ -174,6 +158,35 @@ pub fn observed_out(
     };
     let stage = stage_of(&what);
     journal.record(Some(id), t, stage, what);
+}
+
+/// Which end of the handshake a SYN or SYN-ACK speaks for, in the journey's record.
+#[derive(Clone, Copy)]
+enum End {
+    Client,
+    Server,
+}
+
+/// Keeps a SYN's or SYN-ACK's ISN, window and options in the connection's record.
+fn remember_handshake(journal: &mut Journal, id: u64, end: End, s: &Segment) {
+    if let Some(rec) = journal.get_mut(id) {
+        let h = &mut rec.handshake;
+        let (isn, window, options) = match end {
+            End::Client => (
+                &mut h.client_isn,
+                &mut h.client_window,
+                &mut h.client_options,
+            ),
+            End::Server => (
+                &mut h.server_isn,
+                &mut h.server_window,
+                &mut h.server_options,
+            ),
+        };
+        *isn = Some(s.seq);
+        *window = Some(s.window);
+        *options = s.options;
+    }
 }
 
 /// FINs, their ACKs and RSTs, either way.

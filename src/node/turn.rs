@@ -86,12 +86,8 @@ impl Node {
                 }
             }
             if internals {
-                let heard = crate::internals::finish(Heard::from_lines);
+                let heard = self.heard_since(first_out);
                 conn.inside.heard_in(&heard);
-                // A segment sent while taking this one (an immediate ACK).
-                for i in first_out..self.out.len() {
-                    self.heard.push((i, heard));
-                }
             }
             record::observed_in(
                 &mut self.journal,
@@ -125,10 +121,7 @@ impl Node {
                 &mut conn.set,
             );
             if internals {
-                let heard = crate::internals::finish(Heard::from_lines);
-                for i in before..self.out.len() {
-                    self.heard.push((i, heard));
-                }
+                self.heard_since(before);
             }
             if result == smoltcp::iface::PollResult::None {
                 break;
@@ -186,6 +179,19 @@ impl Node {
         // our own segments: the journal has them.
         self.scan(now, slot, &mut conn, Attach::Journal);
         self.settle(now, slot, conn);
+    }
+
+    /// With internals on: what smoltcp said since [`internals::listen`], kept for each
+    /// packet it sent since output `from` (an immediate ACK while taking a segment, or
+    /// the one segment of an egress poll).
+    ///
+    /// [`internals::listen`]: crate::internals::listen
+    fn heard_since(&mut self, from: usize) -> Heard {
+        let heard = crate::internals::finish(Heard::from_lines);
+        for i in from..self.out.len() {
+            self.heard.push((i, heard));
+        }
+        heard
     }
 
     /// With internals on: does data wait in the send buffer after this turn? From the
