@@ -164,6 +164,7 @@ pub struct Table {
     generations: Vec<u32>,
     free: Vec<u32>,
     by_tuple: HashMap<FourTuple, u32>,
+    by_id: HashMap<ConnId, u32>,
 }
 
 impl Table {
@@ -188,6 +189,7 @@ impl Table {
     /// Puts a connection in its reserved slot (or back after [`take`](Self::take)).
     pub fn put(&mut self, slot: u32, conn: Conn) {
         self.by_tuple.insert(conn.tuple, slot);
+        self.by_id.insert(conn.id, slot);
         self.slots[slot as usize] = Some(conn);
     }
 
@@ -199,9 +201,12 @@ impl Table {
     }
 
     /// The slot is empty for good: its tuple is forgotten, its generation moves on.
-    pub fn free(&mut self, slot: u32, tuple: &FourTuple) {
+    pub fn free(&mut self, slot: u32, tuple: &FourTuple, id: ConnId) {
         if self.by_tuple.get(tuple) == Some(&slot) {
             self.by_tuple.remove(tuple);
+        }
+        if self.by_id.get(&id) == Some(&slot) {
+            self.by_id.remove(&id);
         }
         self.generations[slot as usize] = self.generations[slot as usize].wrapping_add(1);
         self.free.push(slot);
@@ -229,11 +234,8 @@ impl Table {
             .collect()
     }
 
-    /// The slot holding connection `id` (a scan: for the client's few lookups).
+    /// The slot holding connection `id`.
     pub fn find_id(&self, id: ConnId) -> Option<u32> {
-        self.slots
-            .iter()
-            .position(|c| c.as_ref().is_some_and(|c| c.id == id))
-            .map(|s| s as u32)
+        self.by_id.get(&id).copied()
     }
 }

@@ -58,6 +58,7 @@ pub struct Table {
     slots: Vec<Option<Entry>>,
     free: Vec<u32>,
     by_tuple: HashMap<FourTuple, u32>,
+    by_id: HashMap<ConnId, u32>,
     generations: Vec<u32>,
 }
 
@@ -88,6 +89,7 @@ impl Table {
         let generation = self.generations[slot as usize];
         entry.generation = generation;
         self.by_tuple.insert(entry.tuple, slot);
+        self.by_id.insert(entry.conn, slot);
         self.slots[slot as usize] = Some(entry);
         (slot, generation)
     }
@@ -95,17 +97,15 @@ impl Table {
     pub fn remove(&mut self, slot: u32) -> Option<Entry> {
         let entry = self.slots.get_mut(slot as usize)?.take()?;
         self.by_tuple.remove(&entry.tuple);
+        self.by_id.remove(&entry.conn);
         self.generations[slot as usize] = self.generations[slot as usize].wrapping_add(1);
         self.free.push(slot);
         Some(entry)
     }
 
-    /// The slot of connection `id`'s entry (a scan: for the client's few lookups).
+    /// The slot of connection `id`'s entry.
     pub fn find_id(&self, id: ConnId) -> Option<u32> {
-        self.slots
-            .iter()
-            .position(|e| e.as_ref().is_some_and(|e| e.conn == id))
-            .map(|s| s as u32)
+        self.by_id.get(&id).copied()
     }
 
     /// Every entry (at shutdown).

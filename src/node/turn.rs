@@ -431,7 +431,7 @@ impl Node {
             },
             time_wait,
         );
-        self.conns.free(slot, &conn.tuple);
+        self.conns.free(slot, &conn.tuple, conn.id);
         let (rx, tx) = (conn.rx.take(), conn.tx.take());
         // The socket (which borrows the buffers) goes first, then the buffers go back.
         drop(conn);
