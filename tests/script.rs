@@ -951,7 +951,9 @@ fn run_linux(
     for f in files {
         let mut o = Options::new(vec![f.clone()], Stack::Linux);
         o.tolerance_usecs = tolerance_usecs;
-        o.capture_dir = Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("script-{tag}")));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("script-{tag}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        o.capture_dir = Some(dir);
         let mut report = synack::script::run(&o);
         for attempt in 2..=ATTEMPTS {
             if report.ok() {

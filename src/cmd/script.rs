@@ -43,6 +43,12 @@ pub struct ScriptArgs {
 
 /// Runs the scripts; the exit code is 1 when one diverged from its script.
 pub fn run(args: ScriptArgs) -> anyhow::Result<u8> {
+    if !args.capture.starts_with(synack::capture::DEFAULT_DIR) && !args.capture.is_dir() {
+        anyhow::bail!(
+            "the directory {} does not exist: create it first, or give --capture an existing one",
+            args.capture.display()
+        );
+    }
     let options = Options {
         files: args.files,
         against: match args.against {

@@ -303,6 +303,11 @@ pub fn run(options: &Options) -> Report {
         .capture_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("captures/script"));
+    // synack's own default directory is made when missing; any other must exist (the
+    // capture then says so, per script, in one sentence).
+    if dir.starts_with(crate::capture::DEFAULT_DIR) {
+        let _ = std::fs::create_dir_all(&dir);
+    }
     let mut report = Report {
         scripts: Vec::new(),
         compare: options.compare,
