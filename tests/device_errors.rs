@@ -128,3 +128,33 @@ fn a_missing_device_is_created_with_the_mtu_asked_for() {
         .expect("a SYN-ACK");
     assert_eq!(synack.mss, Some(1360));
 }
+
+#[test]
+fn an_http_port_that_is_the_https_port_is_refused_before_anything_opens() {
+    // Checked before the device is opened: no root needed to see it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_synack"))
+        .args(["serve", "--http-port", "443", "--no-capture"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--http-port 443 is also the HTTPS port") && err.contains("--no-https"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
+    // With HTTPS off, the same port is fine as far as the flags go.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_synack"))
+        .args([
+            "serve",
+            "--http-port",
+            "443",
+            "--no-https",
+            "--tun",
+            "bad/name",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("HTTPS port"), "{err}");
+}
