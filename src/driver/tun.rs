@@ -81,8 +81,28 @@ impl TunDriver {
         r
     }
 
-    /// One turn: what the device has, what is due, then sleep (at most `at_most`).
+    /// One turn: sleep (at most `at_most`) until a packet, a deadline or a stop signal,
+    /// then take what the device has and what is due. Sleeping first means that what a
+    /// turn changed is seen by the caller before the next sleep: a fetch whose last ACK
+    /// just arrived ends now, not a poll timeout later.
     pub fn turn(&mut self, at_most: Option<Duration>) -> Result<(), DriverError> {
+        if self.stopped() {
+            return Ok(());
+        }
+        let next = [self.edge.next_deadline(), self.link.next_due()]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| {
+                let now = crate::clock::now();
+                Duration::from_micros(if t > now { (t - now).total_micros() } else { 0 })
+            });
+        let wait = match (next, at_most) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        crate::device::tun::poll_readable(&[self.tun.fd(), self.stop.fd()], wait)
+            .map_err(DriverError::Wait)?;
         let mut now;
         for _ in 0..INGRESS_BUDGET {
             let Some(len) = self.tun.recv_into(&mut self.rx) else {
@@ -104,23 +124,7 @@ impl TunDriver {
         self.check_device(now)?;
         self.edge.idle(now);
         self.give_back_memory();
-        if self.stopped() {
-            return Ok(());
-        }
-        let next = [self.edge.next_deadline(), self.link.next_due()]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|t| {
-                let now = crate::clock::now();
-                Duration::from_micros(if t > now { (t - now).total_micros() } else { 0 })
-            });
-        let wait = match (next, at_most) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        crate::device::tun::poll_readable(&[self.tun.fd(), self.stop.fd()], wait)
-            .map_err(DriverError::Wait)
+        Ok(())
     }
 
     /// Packets the link lets through by `now`, either way.
