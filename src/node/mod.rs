@@ -54,7 +54,7 @@ mod wire;
 pub use client::{ConnStatus, Ended, LookupError, LookupId};
 pub use config::{Config, Congestion, Counters, TcpKnobs, limits};
 pub use device::Outgoing;
-pub use sockets::{AppState, SockError};
+pub use sockets::{AppState, SockError, UdpId};
 
 use conn::Table;
 use timers::{Owner, Timers};

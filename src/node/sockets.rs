@@ -9,7 +9,8 @@
 
 use std::net::SocketAddrV4;
 
-use smoltcp::socket::tcp;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::{Socket, tcp, udp};
 use smoltcp::time::Instant;
 use smoltcp::wire::IpAddress;
 
@@ -37,6 +38,14 @@ pub enum SockError {
     #[error("the port is in use (EADDRINUSE)")]
     InUse,
 }
+
+/// Datagrams an application's UDP socket holds each way, and the bytes they may take.
+const UDP_DATAGRAMS: usize = 64;
+const UDP_BYTES: usize = 64 * 1024;
+
+/// An application's UDP socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpId(SocketHandle);
 
 /// Where an application's connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +245,95 @@ impl Node {
             sock.close();
         }
         self.turn(now, slot, Cause::App);
+    }
+
+    /// Changes the TCP knobs of a live connection (`setsockopt(TCP_NODELAY)`,
+    /// `SO_KEEPALIVE` ... after `accept` or `connect`). The congestion controller stays as
+    /// it is: a new one would forget the window the connection has grown.
+    pub fn app_set_knobs(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        knobs: super::TcpKnobs,
+    ) -> Result<(), SockError> {
+        let slot = self.conns.find_id(id).ok_or(SockError::NotConnected)?;
+        let conn = self.conns.get_mut(slot).expect("found");
+        let sock = conn.socket_mut();
+        sock.set_nagle_enabled(knobs.nagle);
+        sock.set_ack_delay(knobs.ack_delay.map(Into::into));
+        sock.set_keep_alive(knobs.keepalive.map(Into::into));
+        sock.set_timeout(Some(knobs.timeout.into()));
+        // A keep-alive or a release of held data may be due now, or later than before.
+        self.turn(now, slot, Cause::App);
+        Ok(())
+    }
+
+    /// What connections accepted on `port` from now on are made with (`setsockopt` on a
+    /// listening socket: Linux's children inherit the listener's options).
+    pub fn app_set_listen_options(&mut self, port: u16, opts: SocketOptions) {
+        if let Some(l) = self.listeners.iter_mut().find(|l| l.port == port && l.app) {
+            l.opts = opts;
+        }
+    }
+
+    /// A UDP socket for the application, bound to `port` (`bind` on a `SOCK_DGRAM`
+    /// socket). It sits with the node's other datagram sockets; a datagram to a port
+    /// nobody holds gets ICMP port unreachable from smoltcp.
+    pub fn app_udp_bind(&mut self, port: u16) -> Result<UdpId, SockError> {
+        let taken = self.misc.iter().any(|(_, s)| match s {
+            Socket::Udp(u) => u.endpoint().port == port,
+            _ => false,
+        });
+        if taken || port == 0 {
+            return Err(SockError::InUse);
+        }
+        let buffer = || {
+            udp::PacketBuffer::new(
+                vec![udp::PacketMetadata::EMPTY; UDP_DATAGRAMS],
+                vec![0; UDP_BYTES],
+            )
+        };
+        let mut socket = udp::Socket::new(buffer(), buffer());
+        socket.bind(port).map_err(|_| SockError::InUse)?;
+        Ok(UdpId(self.misc.add(socket)))
+    }
+
+    /// Sends one datagram to `to`; it leaves at once.
+    pub fn app_udp_send(
+        &mut self,
+        now: Instant,
+        id: UdpId,
+        to: SocketAddrV4,
+        data: &[u8],
+    ) -> Result<usize, SockError> {
+        let socket = self.misc.get_mut::<udp::Socket>(id.0);
+        socket
+            .send_slice(data, (IpAddress::Ipv4(*to.ip()), to.port()))
+            .map_err(|e| match e {
+                udp::SendError::BufferFull => SockError::WouldBlock,
+                udp::SendError::Unaddressable => SockError::NotConnected,
+            })?;
+        self.misc_turn(now);
+        Ok(data.len())
+    }
+
+    /// The oldest datagram received, cut to `buf` as Linux cuts it, and who sent it.
+    pub fn app_udp_recv(
+        &mut self,
+        id: UdpId,
+        buf: &mut [u8],
+    ) -> Result<(usize, SocketAddrV4), SockError> {
+        let socket = self.misc.get_mut::<udp::Socket>(id.0);
+        let (data, meta) = socket.recv().map_err(|_| SockError::WouldBlock)?;
+        let n = data.len().min(buf.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        let IpAddress::Ipv4(ip) = meta.endpoint.addr;
+        Ok((n, SocketAddrV4::new(ip, meta.endpoint.port)))
+    }
+
+    /// Closes an application's UDP socket.
+    pub fn app_udp_close(&mut self, id: UdpId) {
+        self.misc.remove(id.0);
     }
 
     /// Where connection `id` stands.

@@ -34,15 +34,21 @@ pub struct Shell {
     pub text: String,
 }
 
-/// A stack that is known to differ from the script at one event, or anywhere in it.
+/// A stack that is known to differ from the script at some events, or anywhere in it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExpectedFailure {
     pub span: Span,
     /// The backend's name: `linux` or `smoltcp`.
     pub stack: String,
-    /// The line of the event expected to fail; `None`: the script as a whole (the
-    /// directive stands before the first event).
+    /// The line of the (first) event where it differs; `None`: the script as a whole
+    /// (`anywhere`).
     pub line: Option<u32>,
+    /// Every event marked (`next N` marks N), in order; empty for `anywhere`.
+    pub lines: Vec<u32>,
+    /// The lines of the `// synack-STACK: EVENT` events that stand for the marked ones
+    /// on that stack (what it does instead); empty: the marked events run, and each
+    /// must fail.
+    pub replaced_by: Vec<u32>,
     pub reason: String,
 }
 
@@ -51,6 +57,9 @@ pub struct Event {
     pub span: Span,
     pub time: Timing,
     pub action: Action,
+    /// The one stack that runs it (a `// synack-STACK: EVENT` line), or `None`: every
+    /// stack.
+    pub stack: Option<String>,
 }
 
 /// When an event happens, in microseconds.

@@ -150,6 +150,9 @@ pub struct Emitted {
     pub at: Duration,
     /// The IPv4 packet (a TSO super-segment is one packet).
     pub bytes: Vec<u8>,
+    /// What the stack says about it (synack's node explains its packets; the kernel
+    /// says nothing): added to the packet's comment in the capture.
+    pub note: String,
 }
 
 /// A blocking call that finished, and when.
@@ -220,6 +223,12 @@ pub trait Backend {
 
     /// A blocked call that has finished since last asked.
     fn take_finished(&mut self) -> Option<Finished>;
+
+    /// What the stack said about the packet [`inject`](Self::inject) last handed it
+    /// (empty: nothing), for the capture's comment.
+    fn inbound_note(&self) -> &str {
+        ""
+    }
 
     /// Sets a `net.ipv4.*` style setting for the stack (what a script's shell lines ask
     /// with sysctl); backends without such settings say [`BackendError::Unsupported`].

@@ -473,10 +473,18 @@ impl LinuxBackend {
                         // What the wire would carry; the runner joins the pieces again
                         // when a script expects the super-segment.
                         for piece in wire::split_tso(&bytes, gso_size) {
-                            self.emitted.push_back(Emitted { at, bytes: piece });
+                            self.emitted.push_back(Emitted {
+                                at,
+                                bytes: piece,
+                                note: String::new(),
+                            });
                         }
                     } else {
-                        self.emitted.push_back(Emitted { at, bytes });
+                        self.emitted.push_back(Emitted {
+                            at,
+                            bytes,
+                            note: String::new(),
+                        });
                     }
                 }
                 Ok(_) => {}

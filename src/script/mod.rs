@@ -16,6 +16,7 @@ pub mod lexer;
 pub mod linux;
 pub mod parser;
 pub mod runner;
+pub mod smoltcp;
 pub mod symbols;
 pub mod wire;
 
@@ -27,7 +28,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub use ast::Script;
 pub use backend::{Backend, BackendError};
 pub use error::ScriptError;
-pub use runner::{EventStatus, Failure, RunResult, Tuning, run_script, run_script_until};
+pub use runner::{
+    Difference, EventStatus, Failure, RunResult, Tuning, run_script, run_script_until,
+};
 
 use crate::capture::{CaptureConfig, PcapngSink, SinkInfo};
 use crate::observe::Direction;
@@ -53,9 +56,7 @@ impl Stack {
     pub fn backend(self) -> Result<Box<dyn Backend>, BackendError> {
         match self {
             Stack::Linux => Ok(Box::new(linux::LinuxBackend::new()?)),
-            Stack::Smoltcp => Err(BackendError::Unavailable(
-                "the smoltcp backend is not built yet (it comes with synack's sans-IO node); use --against linux".into(),
-            )),
+            Stack::Smoltcp => Ok(Box::new(smoltcp::SmoltcpBackend::new()?)),
         }
     }
 }
@@ -93,6 +94,9 @@ impl Options {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Passed,
+    /// It ran to the end and held to the script everywhere but where the script marks
+    /// that this stack differs; each marked difference was seen.
+    Differs(Vec<Difference>),
     /// The stack diverged from the script: packetdrill's message.
     Failed(String),
     /// It diverged where a `synack-expect-fail` directive says it does.
@@ -111,7 +115,10 @@ pub enum Verdict {
 impl Verdict {
     /// Whether this outcome is what the script says it should be.
     pub fn ok(&self) -> bool {
-        matches!(self, Verdict::Passed | Verdict::ExpectedFailure { .. })
+        matches!(
+            self,
+            Verdict::Passed | Verdict::Differs(_) | Verdict::ExpectedFailure { .. }
+        )
     }
 }
 
@@ -239,29 +246,47 @@ pub fn tuning(script: &Script, tolerance_usecs: Option<i64>) -> Result<Tuning, S
     Ok(t)
 }
 
-/// Runs one parsed script against one backend and judges the run by the script's
-/// directives for that stack.
+/// Judges a run of `script` on `stack` by the script's directives for that stack.
 pub fn judge(script: &Script, stack: &str, result: &RunResult) -> Verdict {
-    let directives: Vec<_> = script
+    let mine: Vec<_> = script
         .expected_failures
         .iter()
         .filter(|d| d.stack == stack)
         .collect();
-    match (&result.failure, directives.is_empty()) {
-        (None, true) => Verdict::Passed,
-        (None, false) => Verdict::UnexpectedPass {
-            reason: directives[0].reason.clone(),
-        },
-        (Some(f), _) => match directives
-            .iter()
-            .find(|d| d.line.is_none() || d.line == Some(f.line))
-        {
+    let anywhere = mine.iter().find(|d| d.line.is_none());
+    if let Some(f) = &result.failure {
+        // A run the runner made under another name (a test's stack) applied no marks
+        // of `stack`'s: a failure at one of its marked events is still the one expected.
+        let marked = anywhere.or_else(|| mine.iter().find(|d| d.lines.contains(&f.line)));
+        return match marked {
             Some(d) => Verdict::ExpectedFailure {
                 reason: d.reason.clone(),
                 message: f.message.clone(),
             },
             None => Verdict::Failed(f.message.clone()),
-        },
+        };
+    }
+    if let Some(d) = anywhere {
+        return Verdict::UnexpectedPass {
+            reason: d.reason.clone(),
+        };
+    }
+    if let Some((line, reason)) = result.unexpected_passes.first() {
+        return Verdict::UnexpectedPass {
+            reason: format!("line {line}: {reason}"),
+        };
+    }
+    if result.backend != stack
+        && let Some(d) = mine.first()
+    {
+        return Verdict::UnexpectedPass {
+            reason: d.reason.clone(),
+        };
+    }
+    if result.differences.is_empty() {
+        Verdict::Passed
+    } else {
+        Verdict::Differs(result.differences.clone())
     }
 }
 
@@ -412,7 +437,8 @@ fn run_on(
 }
 
 /// The report as text: one block per script; with `--compare`, the script line by line
-/// with each stack's outcome beside it.
+/// with each stack's outcome beside it, and at the end the table of every difference the
+/// scripts mark.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
     let (mut passed, mut failed) = (0, 0);
@@ -428,6 +454,17 @@ pub fn render(report: &Report) -> String {
                 Verdict::Passed => {
                     passed += 1;
                     let _ = writeln!(out, "ok       {} [{name}]", s.file.display());
+                }
+                Verdict::Differs(diffs) => {
+                    passed += 1;
+                    let _ = writeln!(
+                        out,
+                        "differs  {} [{name}] as marked, and holds to the rest:",
+                        s.file.display()
+                    );
+                    for g in group(diffs) {
+                        let _ = writeln!(out, "         {}: {}", g.lines_text(), g.reason);
+                    }
                 }
                 Verdict::ExpectedFailure { reason, .. } => {
                     passed += 1;
@@ -450,7 +487,7 @@ pub fn render(report: &Report) -> String {
                     failed += 1;
                     let _ = writeln!(
                         out,
-                        "FAILED   {} [{name}] passed, but the script marks it as differing ({reason}): remove the synack-expect-fail line",
+                        "FAILED   {} [{name}] passed where the script marks it as differing ({reason}): update or remove the synack-expect-fail line",
                         s.file.display()
                     );
                 }
@@ -468,11 +505,107 @@ pub fn render(report: &Report) -> String {
             out.push_str(&side_by_side(s));
         }
     }
+    if report.compare {
+        let table = differences_table(report);
+        if !table.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nDifferences the scripts mark (each seen in this run):\n\n{table}"
+            );
+        }
+    }
     let _ = writeln!(out, "{passed} passed, {failed} failed");
     out
 }
 
-/// The script's event lines with each stack's outcome, and `<>` where they differ.
+/// Consecutive differences with one reason (one directive's events), as one.
+pub struct DifferenceGroup<'a> {
+    pub lines: Vec<u32>,
+    pub reason: &'a str,
+}
+
+impl DifferenceGroup<'_> {
+    /// `line 16` or `lines 20, 21, 22`.
+    pub fn lines_text(&self) -> String {
+        format!(
+            "line{} {}",
+            if self.lines.len() > 1 { "s" } else { "" },
+            runner::join_lines(&self.lines)
+        )
+    }
+}
+
+/// Groups differences that share a reason and follow each other.
+pub fn group(diffs: &[Difference]) -> Vec<DifferenceGroup<'_>> {
+    let mut out: Vec<DifferenceGroup<'_>> = Vec::new();
+    for d in diffs {
+        match out.last_mut() {
+            Some(g) if g.reason == d.reason => g.lines.push(d.line),
+            _ => out.push(DifferenceGroup {
+                lines: vec![d.line],
+                reason: &d.reason,
+            }),
+        }
+    }
+    out
+}
+
+/// Every difference the runs saw where their scripts mark one, as a Markdown table: one
+/// row per difference (the directive's reason, with its RFC section) and stack, with the
+/// scenarios and lines where it showed. This is the table the README shows. Empty when
+/// there is none.
+pub fn differences_table<'r>(report: &'r Report) -> String {
+    // (stack, reason) -> places, in the order first seen.
+    let mut rows: Vec<(&str, &str, Vec<String>)> = Vec::new();
+    let mut add = |stack: &'static str, reason: &'r str, place: String| match rows
+        .iter_mut()
+        .find(|(s, r, _)| *s == stack && *r == reason)
+    {
+        Some(row) => row.2.push(place),
+        None => rows.push((stack, reason, vec![place])),
+    };
+    for s in &report.scripts {
+        let name = s.file.file_stem().map_or_else(
+            || s.file.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        for r in &s.runs {
+            match &r.verdict {
+                Verdict::Differs(diffs) => {
+                    for g in group(diffs) {
+                        add(
+                            r.stack.name(),
+                            g.reason,
+                            format!("`{name}` {}", runner::join_lines(&g.lines)),
+                        );
+                    }
+                }
+                Verdict::ExpectedFailure { reason, .. } => {
+                    let line = r
+                        .result
+                        .as_ref()
+                        .and_then(|x| x.failure.as_ref())
+                        .map_or(String::new(), |f| format!(" {} on", f.line));
+                    add(r.stack.name(), reason, format!("`{name}`{line}"));
+                }
+                _ => {}
+            }
+        }
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out =
+        String::from("| stack | what differs | where (scenario, lines) |\n|---|---|---|\n");
+    for (stack, reason, places) in rows {
+        let _ = writeln!(out, "| {stack} | {reason} | {} |", places.join("; "));
+    }
+    out
+}
+
+/// The script's event lines with each stack's outcome (`ok`, `FAIL`, `-` not reached,
+/// `differs` where marked, blank for a line of another stack, `n/a` for a stack that
+/// could not run), and `<>` where they differ.
 pub fn side_by_side(s: &ScriptReport) -> String {
     let lines: Vec<&str> = s.source.lines().collect();
     let mut out = String::new();
@@ -488,6 +621,16 @@ pub fn side_by_side(s: &ScriptReport) -> String {
     };
     for (i, (line, _)) in first.events.iter().enumerate() {
         let text = lines.get(*line as usize - 1).map_or("", |l| l.trim());
+        // A line for one stack shows as `[stack] EVENT`.
+        let text = match text
+            .strip_prefix("//")
+            .map(str::trim_start)
+            .and_then(|t| t.strip_prefix("synack-"))
+            .and_then(|t| t.split_once(':'))
+        {
+            Some((stack, event)) => format!("[{stack}] {}", event.trim()),
+            None => text.to_owned(),
+        };
         let text: String = text.chars().take(52).collect();
         let marks: Vec<&str> = s
             .runs
@@ -498,11 +641,14 @@ pub fn side_by_side(s: &ScriptReport) -> String {
                     (_, Some(EventStatus::Passed)) => "ok",
                     (_, Some(EventStatus::Failed(_))) => "FAIL",
                     (_, Some(EventStatus::NotReached)) => "-",
+                    (_, Some(EventStatus::Skipped)) => "",
+                    (_, Some(EventStatus::Differed(_))) => "differs",
                 },
             )
             .collect();
         let ran: Vec<&&str> = marks.iter().filter(|m| **m != "n/a").collect();
-        let differ = ran.windows(2).any(|w| w[0] != w[1]);
+        let differ = ran.windows(2).any(|w| w[0] != w[1])
+            || ran.iter().any(|m| matches!(**m, "differs" | "FAIL"));
         let row = format!(
             "{} {:>4}  {text:<52} {}",
             if differ { "<>" } else { "  " },
@@ -512,13 +658,37 @@ pub fn side_by_side(s: &ScriptReport) -> String {
         let _ = writeln!(out, "{}", row.trim_end());
     }
     for r in &s.runs {
-        if let Verdict::Failed(m) | Verdict::ExpectedFailure { message: m, .. } = &r.verdict {
-            let _ = writeln!(
-                out,
-                "  {}: {}",
-                r.stack.name(),
-                m.lines().next().unwrap_or("")
-            );
+        let name = r.stack.name();
+        match &r.verdict {
+            Verdict::Failed(m) | Verdict::ExpectedFailure { message: m, .. } => {
+                let _ = writeln!(out, "  {name}: {}", m.lines().next().unwrap_or(""));
+            }
+            Verdict::Differs(diffs) => {
+                for g in group(diffs) {
+                    let _ = writeln!(out, "  {name} {}: {}", g.lines_text(), g.reason);
+                    for d in diffs.iter().filter(|d| g.lines.contains(&d.line)) {
+                        match &d.message {
+                            // What was seen, in packetdrill's words, below the reason.
+                            Some(m) => {
+                                for l in m.lines() {
+                                    let _ = writeln!(out, "      {l}");
+                                }
+                            }
+                            // The lines that stood for them are in the table above.
+                            None if d.line == g.lines[0] => {
+                                let _ = writeln!(
+                                    out,
+                                    "      {name} runs line{} {} instead",
+                                    if d.replaced_by.len() > 1 { "s" } else { "" },
+                                    runner::join_lines(&d.replaced_by)
+                                );
+                            }
+                            None => {}
+                        }
+                    }
+                }
+            }
+            _ => {}
         }
     }
     out

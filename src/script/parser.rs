@@ -17,8 +17,63 @@ pub fn parse(file: &str, src: &str) -> std::result::Result<Script, ScriptError> 
         pos: 0,
     };
     let mut script = p.script()?;
+    // Events for one stack only, written in comments so that packetdrill reads the
+    // script as it is; merged in line order.
+    for c in &lexed.comments {
+        if let Some((stack, at)) = stack_line(src, c) {
+            let mut event = parse_event_at(file, src, c.span.line, at)?;
+            event.stack = Some(stack.to_owned());
+            script.events.push(event);
+        }
+    }
+    script.events.sort_by_key(|e| e.span);
     script.expected_failures = directives(file, &lexed.comments, &script.events)?;
     Ok(script)
+}
+
+/// The stacks a directive or an event line may name.
+pub const STACKS: &[&str] = &["linux", "smoltcp"];
+
+/// `// synack-STACK: EVENT`: the stack, and the byte offset of the event in the source.
+fn stack_line<'s>(src: &'s str, c: &Comment) -> Option<(&'static str, usize)> {
+    let stack = STACKS.iter().find(|s| {
+        c.text
+            .strip_prefix("synack-")
+            .and_then(|t| t.strip_prefix(**s))
+            .is_some_and(|t| t.starts_with(':'))
+    })?;
+    let line_start: usize = src
+        .split_inclusive('\n')
+        .take(c.span.line as usize - 1)
+        .map(str::len)
+        .sum();
+    let line = src[line_start..].lines().next().unwrap_or("");
+    let marker = format!("synack-{stack}:");
+    let at = line.find(&marker)? + marker.len();
+    Some((stack, line_start + at))
+}
+
+/// Parses the one event that starts at byte `at` of `src` and ends with its line, with
+/// positions as in the file.
+fn parse_event_at(file: &str, src: &str, line: u32, at: usize) -> Result<Event> {
+    let line_start = src[..at].rfind('\n').map_or(0, |i| i + 1);
+    let text = src[at..].lines().next().unwrap_or("");
+    // The event where it stands: blank lines above, blanks before it on its line.
+    let mut padded = "\n".repeat(line as usize - 1);
+    padded.extend(src[line_start..at].chars().map(|_| ' '));
+    padded.push_str(text);
+    let lexed = lex(file, &padded)?;
+    let mut p = Parser {
+        file,
+        src: &padded,
+        toks: lexed.tokens,
+        pos: 0,
+    };
+    let event = p.event()?;
+    if p.peek().tok != Tok::Eof {
+        return p.unexpected("the end of the line after the event");
+    }
+    Ok(event)
 }
 
 struct Parser<'a> {
@@ -270,6 +325,7 @@ impl Parser<'_> {
             span: start,
             time,
             action,
+            stack: None,
         })
     }
 
@@ -737,65 +793,119 @@ pub const ICMP_UNREACHABLE_CODES: &[(&str, u8)] = &[
     ("precedence_cutoff", 15),
 ];
 
-/// Reads `// synack-expect-fail STACK: reason` (the next event) and
-/// `// synack-expect-fail STACK anywhere: reason` (the script as a whole).
+/// Reads `// synack-expect-fail STACK: reason` (the next event),
+/// `// synack-expect-fail STACK next N: reason` (the next N events) and
+/// `// synack-expect-fail STACK anywhere: reason` (the script as a whole), with the
+/// `// synack-STACK: EVENT` lines that follow a directive (what STACK does instead of the
+/// events it marks).
 fn directives(file: &str, comments: &[Comment], events: &[Event]) -> Result<Vec<ExpectedFailure>> {
-    let mut out = Vec::new();
+    let mut out: Vec<ExpectedFailure> = Vec::new();
+    let shape = format!(
+        "write the directive as '// {EXPECT_FAIL} STACK: reason', '// {EXPECT_FAIL} STACK next N: reason' or '// {EXPECT_FAIL} STACK anywhere: reason'"
+    );
     for c in comments {
         let Some(rest) = c.text.strip_prefix(EXPECT_FAIL) else {
             continue;
         };
         let Some((head, reason)) = rest.split_once(':') else {
-            return Err(ScriptError::at(
-                file,
-                c.span,
-                format!(
-                    "write the directive as '// {EXPECT_FAIL} STACK: reason' or '// {EXPECT_FAIL} STACK anywhere: reason'"
-                ),
-            ));
+            return Err(ScriptError::at(file, c.span, shape.as_str()));
         };
         let mut words = head.split_whitespace();
         let stack = words.next().unwrap_or("").to_owned();
-        let anywhere = match words.next() {
-            None => false,
-            Some("anywhere") => true,
-            Some(other) => {
+        let (anywhere, count) = match (words.next(), words.next(), words.next()) {
+            (None, _, _) => (false, 1),
+            (Some("anywhere"), None, _) => (true, 0),
+            (Some("next"), Some(n), None) => match n.parse::<usize>() {
+                Ok(n) if n >= 1 => (false, n),
+                _ => {
+                    return Err(ScriptError::at(
+                        file,
+                        c.span,
+                        format!("'next {n}': the number of events marked must be 1 or more"),
+                    ));
+                }
+            },
+            (Some(other), _, _) => {
                 return Err(ScriptError::at(
                     file,
                     c.span,
                     format!(
-                        "unexpected '{other}' in the directive: only 'anywhere' may follow the stack's name"
+                        "unexpected '{other}' in the directive: only 'anywhere' or 'next N' may follow the stack's name"
                     ),
                 ));
             }
         };
-        if !matches!(stack.as_str(), "linux" | "smoltcp") {
+        if !STACKS.contains(&stack.as_str()) {
             return Err(ScriptError::at(
                 file,
                 c.span,
                 format!("the directive names stack '{stack}': it must be linux or smoltcp"),
             ));
         }
-        let line = if anywhere {
-            None
+        let (line, lines) = if anywhere {
+            (None, Vec::new())
         } else {
-            match events.iter().find(|e| e.span.line > c.span.line) {
-                Some(e) => Some(e.span.line),
-                None => {
-                    return Err(ScriptError::at(
-                        file,
-                        c.span,
-                        "this directive has no event after it",
-                    ));
-                }
+            let lines: Vec<u32> = events
+                .iter()
+                .filter(|e| e.stack.is_none() && e.span.line > c.span.line)
+                .take(count)
+                .map(|e| e.span.line)
+                .collect();
+            if lines.len() < count {
+                return Err(ScriptError::at(
+                    file,
+                    c.span,
+                    if count == 1 {
+                        "this directive has no event after it".to_owned()
+                    } else {
+                        format!(
+                            "this directive marks {count} events but only {} follow it",
+                            lines.len()
+                        )
+                    },
+                ));
             }
+            (lines.first().copied(), lines)
         };
         out.push(ExpectedFailure {
             span: c.span,
             stack,
             line,
+            lines,
+            replaced_by: Vec::new(),
             reason: reason.trim().to_owned(),
         });
+    }
+    // Each event for one stack belongs to the directive of that stack just above it,
+    // before the first event that directive marks.
+    for e in events {
+        let Some(stack) = &e.stack else { continue };
+        let owner = out.iter_mut().rev().find(|d| {
+            d.stack == *stack
+                && d.span.line < e.span.line
+                && d.line.is_none_or(|first| e.span.line < first)
+        });
+        match owner {
+            Some(d) if d.line.is_some() => d.replaced_by.push(e.span.line),
+            Some(_) => {
+                return Err(ScriptError::at(
+                    file,
+                    e.span,
+                    format!(
+                        "a 'synack-{stack}:' event cannot replace part of an 'anywhere' directive: mark the events it stands for with '// {EXPECT_FAIL} {stack}: reason' or '... next N: reason'"
+                    ),
+                ));
+            }
+            None => {
+                return Err(ScriptError::at(
+                    file,
+                    e.span,
+                    format!(
+                        "a 'synack-{stack}:' event says what {stack} does instead of marked events: put it under a '// {EXPECT_FAIL} {stack}: reason' line, before the events it marks"
+                    ),
+                ));
+            }
+        }
     }
     Ok(out)
 }

@@ -86,6 +86,53 @@ pub enum EventStatus {
     Passed,
     Failed(String),
     NotReached,
+    /// An event for another stack (`// synack-OTHER: EVENT`): not run.
+    Skipped,
+    /// The stack differs here, as a directive says: the event failed as expected (its
+    /// message), or it was replaced by the stack's own lines.
+    Differed(String),
+}
+
+/// An event where the stack differed from the script as a directive says it does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    /// The marked event's line.
+    pub line: u32,
+    /// The directive's reason.
+    pub reason: String,
+    /// What the stack did: the marked event's failure, in packetdrill's words; `None`
+    /// when the stack's own lines replaced it (they passed).
+    pub message: Option<String>,
+    /// The lines that replaced it, if any.
+    pub replaced_by: Vec<u32>,
+}
+
+/// What a run does with one event, by the directives for the stack it runs on.
+#[derive(Debug, Clone, Copy)]
+enum Plan<'s> {
+    Run,
+    /// Not for this stack.
+    Skip,
+    /// Marked as differing: it runs, must fail, and the run goes on.
+    Marked(&'s ExpectedFailure),
+    /// Marked, and the stack's own lines stand for it: not run.
+    Replaced(&'s ExpectedFailure),
+}
+
+fn plan<'s>(script: &'s Script, stack: &str, e: &Event) -> Plan<'s> {
+    if e.stack.as_deref().is_some_and(|s| s != stack) {
+        return Plan::Skip;
+    }
+    let line = e.line();
+    match script
+        .expected_failures
+        .iter()
+        .find(|d| d.stack == stack && d.lines.contains(&line))
+    {
+        Some(d) if d.replaced_by.is_empty() => Plan::Marked(d),
+        Some(d) => Plan::Replaced(d),
+        None => Plan::Run,
+    }
 }
 
 /// Where a run failed.
@@ -113,6 +160,11 @@ pub struct RunResult {
     pub events: Vec<(u32, EventStatus)>,
     pub failure: Option<Failure>,
     pub packets: Vec<Captured>,
+    /// Where the stack differed as marked (the run went on past each).
+    pub differences: Vec<Difference>,
+    /// Marked events that passed: (line, the directive's reason). The mark is out of
+    /// date.
+    pub unexpected_passes: Vec<(u32, String)>,
 }
 
 /// Runs a parsed script with the given tuning against `backend`.
@@ -151,6 +203,13 @@ pub fn run_script_until(
         .iter()
         .map(|e| (e.line(), EventStatus::NotReached))
         .collect();
+    let stack = r.b.name().to_owned();
+    let mut differences = Vec::new();
+    let mut unexpected_passes = Vec::new();
+    let absorb = |events: &mut Vec<(u32, EventStatus)>,
+                  differences: &mut Vec<Difference>,
+                  f: Failure|
+     -> Option<Failure> { absorb(script, &stack, events, differences, f) };
     let mut failure = None;
     if let Some(shell) = &script.init_shell
         && let Err(message) = r.shell(shell)
@@ -164,27 +223,56 @@ pub fn run_script_until(
         for (i, event) in script.events.iter().enumerate() {
             // A blocking call that returned is checked before the next event starts.
             if let Err(f) = r.check_finished() {
-                mark(&mut events, f.line, &f.message);
-                failure = Some(f);
-                break;
+                failure = absorb(&mut events, &mut differences, f);
+                if failure.is_some() {
+                    break;
+                }
+            }
+            match plan(script, &stack, event) {
+                Plan::Skip => {
+                    events[i].1 = EventStatus::Skipped;
+                    continue;
+                }
+                Plan::Replaced(d) => {
+                    events[i].1 = EventStatus::Differed(format!(
+                        "replaced by line{} {}",
+                        if d.replaced_by.len() > 1 { "s" } else { "" },
+                        join_lines(&d.replaced_by)
+                    ));
+                    differences.push(Difference {
+                        line: event.line(),
+                        reason: d.reason.clone(),
+                        message: None,
+                        replaced_by: d.replaced_by.clone(),
+                    });
+                    continue;
+                }
+                Plan::Run | Plan::Marked(_) => {}
             }
             match r.event(event) {
-                Ok(()) => events[i].1 = EventStatus::Passed,
+                Ok(()) => {
+                    events[i].1 = EventStatus::Passed;
+                    if let Plan::Marked(d) = plan(script, &stack, event) {
+                        unexpected_passes.push((event.line(), d.reason.clone()));
+                    }
+                }
                 Err(message) => {
                     events[i].1 = EventStatus::Failed(message.clone());
-                    failure = Some(Failure {
+                    let f = Failure {
                         line: event.line(),
                         message,
-                    });
-                    break;
+                    };
+                    failure = absorb(&mut events, &mut differences, f);
+                    if failure.is_some() {
+                        break;
+                    }
                 }
             }
         }
     }
     if failure.is_none() {
         if let Err(f) = r.finish() {
-            mark(&mut events, f.line, &f.message);
-            failure = Some(f);
+            failure = absorb(&mut events, &mut differences, f);
         }
     }
     r.drain();
@@ -193,9 +281,12 @@ pub fn run_script_until(
         r.packets.push(Captured {
             at: p.at,
             inbound: false,
-            comment: format!(
-                "seen after the script's last look: {}",
-                r.describe_seen(&p.bytes)
+            comment: with_note(
+                format!(
+                    "seen after the script's last look: {}",
+                    r.describe_seen(&p.bytes)
+                ),
+                &p.note,
             ),
             bytes: p.bytes,
         });
@@ -207,6 +298,59 @@ pub fn run_script_until(
         events,
         failure,
         packets,
+        differences,
+        unexpected_passes,
+    }
+}
+
+/// `14`, `14, 15`: line numbers for a message.
+pub fn join_lines(lines: &[u32]) -> String {
+    lines
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A capture comment with what the stack said about the packet, if anything.
+fn with_note(comment: String, note: &str) -> String {
+    if note.is_empty() {
+        comment
+    } else {
+        format!("{comment}; {note}")
+    }
+}
+
+/// A failure at a marked event is the difference the mark expects: noted, and the run
+/// goes on (`None`). Any other failure ends the run.
+fn absorb(
+    script: &Script,
+    stack: &str,
+    events: &mut [(u32, EventStatus)],
+    differences: &mut Vec<Difference>,
+    f: Failure,
+) -> Option<Failure> {
+    let marked = script
+        .expected_failures
+        .iter()
+        .find(|d| d.stack == stack && d.replaced_by.is_empty() && d.lines.contains(&f.line));
+    match marked {
+        Some(d) => {
+            if let Some(e) = events.iter_mut().find(|(l, _)| *l == f.line) {
+                e.1 = EventStatus::Differed(f.message.clone());
+            }
+            differences.push(Difference {
+                line: f.line,
+                reason: d.reason.clone(),
+                message: Some(f.message),
+                replaced_by: Vec::new(),
+            });
+            None
+        }
+        None => {
+            mark(events, f.line, &f.message);
+            Some(f)
+        }
     }
 }
 
@@ -558,7 +702,10 @@ impl Runner<'_> {
             at: self.b.now(),
             inbound: true,
             bytes,
-            comment: format!("injected (line {line}): {text}"),
+            comment: with_note(
+                format!("injected (line {line}): {text}"),
+                self.b.inbound_note(),
+            ),
         });
         Ok(())
     }
@@ -789,9 +936,12 @@ impl Runner<'_> {
                 match wire::parse(&p.bytes) {
                     Some(seen) if self.belongs(&seen) => return Ok(Some((p, seen))),
                     _ => {
-                        let comment = format!(
-                            "not for the script's socket: {}",
-                            self.describe_seen(&p.bytes)
+                        let comment = with_note(
+                            format!(
+                                "not for the script's socket: {}",
+                                self.describe_seen(&p.bytes)
+                            ),
+                            &p.note,
                         );
                         self.packets.push(Captured {
                             at: p.at,
@@ -901,8 +1051,8 @@ impl Runner<'_> {
             self.packets.push(Captured {
                 at: e.at,
                 inbound: false,
+                comment: with_note(comment, &e.note),
                 bytes: e.bytes,
-                comment,
             });
         }
         result.map_err(|e| fail(e + &dumps))

@@ -58,6 +58,39 @@ pub fn symbol(name: &str) -> Option<i64> {
     SYMBOLS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
 }
 
+/// The name of a socket option at `level` (`SO_RCVBUF`, `TCP_NODELAY` ...), or its
+/// numbers when it has none here.
+pub fn option_name(level: i32, name: i32) -> String {
+    let prefix: &[&str] = match level {
+        libc::SOL_SOCKET => &["SO_"],
+        libc::IPPROTO_TCP => &["TCP_"],
+        _ => &[],
+    };
+    SYMBOLS
+        .iter()
+        .find(|(n, v)| *v == i64::from(name) && prefix.iter().any(|p| n.starts_with(p)))
+        .map_or_else(
+            || format!("level {level} option {name}"),
+            |(n, _)| (*n).to_owned(),
+        )
+}
+
+/// `MSG_*` flags by name, joined with `|` (unknown bits in hex).
+pub fn flag_names(flags: i32) -> String {
+    let mut left = i64::from(flags);
+    let mut names = Vec::new();
+    for (n, v) in SYMBOLS.iter().filter(|(n, _)| n.starts_with("MSG_")) {
+        if left & v != 0 {
+            names.push((*n).to_owned());
+            left &= !v;
+        }
+    }
+    if left != 0 {
+        names.push(format!("{left:#x}"));
+    }
+    names.join("|")
+}
+
 const ERRNOS: &[(&str, i32)] = &[
     ("EPERM", libc::EPERM),
     ("ENOENT", libc::ENOENT),
