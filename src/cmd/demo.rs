@@ -10,6 +10,7 @@ use super::setup;
 use synack::demo::{Scenario, simulate};
 use synack::journey::render;
 use synack::node::limits;
+use synack::script::scenarios;
 
 /// An end of the link (`--capture-at`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -59,6 +60,9 @@ pub struct DemoArgs {
     /// The server's accept queue (1..=4096).
     #[arg(long, default_value_t = limits::DEFAULT_BACKLOG, value_parser = args::backlog_range)]
     pub backlog: usize,
+    /// Play a scenario of synack's script corpus instead, against synack's own stack (no root): what it shows, the journey, a capture and what to look at in it. Of the other flags, the capture and journey ones apply.
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(scenarios::NAMED.iter().map(|n| n.name)))]
+    pub scenario: Option<String>,
 }
 
 fn parse_download(s: &str) -> Result<u64, String> {
@@ -80,6 +84,9 @@ fn parse_download(s: &str) -> Result<u64, String> {
 /// Runs the demo; the exit code is [`setup::EXIT_CAPTURE_INCOMPLETE`] if the capture
 /// could not be completed.
 pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
+    if let Some(named) = args.scenario.as_deref().and_then(scenarios::find) {
+        return play(named, &args);
+    }
     let started = std::time::Instant::now();
     let capture = args.record.capture_config("demo");
     if let Some(config) = &capture {
@@ -217,4 +224,88 @@ fn next_steps(capture: &std::path::Path, args: &DemoArgs) {
         eprintln!("  # and each segment the sender sends says why it left now");
         eprintln!("  synack demo --loss {} --internals on", args.faults.loss);
     }
+}
+
+/// `--scenario NAME`: the script, the node's journey, how it went, and what to look at
+/// (all on stderr: stdout may carry the capture).
+fn play(named: &'static scenarios::Named, args: &DemoArgs) -> anyhow::Result<u8> {
+    let capture = args.record.capture_config(&format!("demo-{}", named.name));
+    if let Some(config) = &capture {
+        setup::say_if_fifo(config);
+    }
+    let played = scenarios::play(named, capture.as_ref(), args.record.internals)
+        .map_err(anyhow::Error::msg)?;
+    eprintln!("synack demo --scenario {}: {}", named.name, named.about);
+    eprintln!(
+        "tests/scenarios/{} against synack's own stack (smoltcp), on a virtual clock:\n",
+        named.file
+    );
+    eprint!("{}", scenarios::numbered(named));
+    let mut out = setup::journey_out(&args.record)?;
+    match args.record.journey.into() {
+        synack::journey::Format::Off => {}
+        synack::journey::Format::Json => {
+            for e in played.journey.events() {
+                if let Ok(line) = serde_json::to_string(e) {
+                    writeln!(out, "{line}")?;
+                }
+            }
+        }
+        synack::journey::Format::Text => {
+            writeln!(out, "\nthe journey, as synack's stack saw it:")?;
+            for rec in &played.journey.conns {
+                writeln!(out, "{}", render::timeline_string(rec))?;
+            }
+        }
+    }
+    out.flush()?;
+    let held = match &played.verdict {
+        synack::script::Verdict::Passed => "held to the script".to_owned(),
+        synack::script::Verdict::Differs(d) => format!(
+            "held to the script, differing where it says smoltcp does ({})",
+            scenarios_lines(d)
+        ),
+        other => anyhow::bail!("the scenario did not run as its script says: {other:?}"),
+    };
+    eprintln!("synack demo: synack's stack {held}");
+    let complete = played.capture.as_ref().is_none_or(|c| c.complete());
+    if let Some(summary) = &played.capture {
+        eprintln!("synack demo: {summary}");
+    }
+    eprintln!("synack demo: what to look at:");
+    for l in &played.look {
+        eprintln!("  - {l}");
+    }
+    eprintln!("synack demo: next:");
+    if let Some(summary) = played.capture.as_ref().filter(|s| !s.stream && complete)
+        && let Some((path, _)) = summary.files.last()
+    {
+        eprintln!("  # each packet as an arrow, with its comment");
+        eprintln!("  synack ladder {}", path.display());
+    }
+    if !args.record.internals {
+        eprintln!("  # each segment the stack sent says why it left then");
+        eprintln!("  synack demo --scenario {} --internals on", named.name);
+    }
+    eprintln!(
+        "  # the same script against Linux too, side by side (root; in synack's source tree)"
+    );
+    eprintln!(
+        "  sudo synack script --compare tests/scenarios/{}",
+        named.file
+    );
+    Ok(if complete {
+        0
+    } else {
+        setup::EXIT_CAPTURE_INCOMPLETE
+    })
+}
+
+/// `lines 24, 27: ...` for each marked difference.
+fn scenarios_lines(diffs: &[synack::script::Difference]) -> String {
+    synack::script::group(diffs)
+        .iter()
+        .map(|g| g.lines_text())
+        .collect::<Vec<_>>()
+        .join("; ")
 }

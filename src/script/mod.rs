@@ -4,9 +4,17 @@
 //! The language is packetdrill's ([`parser`]): timed inbound packets the script injects
 //! (`<`), outbound packets it expects (`>`), and socket calls with their results. A
 //! [`runner`] steps through the events against a [`Backend`]: [`linux`] runs the kernel's
-//! TCP behind a TUN device in a network namespace of its own, as packetdrill does; an
-//! in-process backend on a virtual clock fits the same trait. Every run keeps its capture
-//! (pcapng), each packet commented with the script line that injected or expected it.
+//! TCP behind a TUN device in a network namespace of its own, as packetdrill does;
+//! [`smoltcp`] runs synack's own node in process, on a virtual clock. Every run keeps its
+//! capture (pcapng), each packet commented with the script line that injected or expected
+//! it (and, for synack's node, what the node says about it).
+//!
+//! Where a stack legitimately differs, the script says so in comments packetdrill passes
+//! over: `// synack-expect-fail STACK [next N]: reason` marks the next event (or N
+//! events), and `// synack-STACK: EVENT` lines under it say what STACK does instead. On
+//! STACK the marked events are replaced by those lines, or, with none, run and must fail;
+//! either way the rest of the script still runs and is checked. [`scenarios`] plays named
+//! scripts of the corpus for `synack demo --scenario`.
 
 pub mod ast;
 pub mod backend;
@@ -16,6 +24,7 @@ pub mod lexer;
 pub mod linux;
 pub mod parser;
 pub mod runner;
+pub mod scenarios;
 pub mod smoltcp;
 pub mod symbols;
 pub mod wire;
@@ -34,6 +43,10 @@ pub use runner::{
 
 use crate::capture::{CaptureConfig, PcapngSink, SinkInfo};
 use crate::observe::Direction;
+
+/// Where a run's captures go unless told otherwise (made if missing, as any directory
+/// under `captures/`).
+pub const DEFAULT_CAPTURE_DIR: &str = "captures/script";
 
 /// The stacks a script can run against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +83,7 @@ pub struct Options {
     pub compare: bool,
     /// Overrides the script's and packetdrill's default (4000).
     pub tolerance_usecs: Option<i64>,
-    /// Where captures go (`captures/script` by default).
+    /// Where captures go ([`DEFAULT_CAPTURE_DIR`] by default).
     pub capture_dir: Option<PathBuf>,
     /// Set by a SIGINT/SIGTERM handler: the script in progress stops, its namespace is
     /// removed and its capture written, and no other script starts.
@@ -296,15 +309,33 @@ pub fn write_capture(
     epoch: std::time::Duration,
     result: &RunResult,
 ) -> Result<(), String> {
-    let mut sink = PcapngSink::create(
+    write_capture_to(
         &CaptureConfig::file(path),
+        format!("synack script against {}", result.backend),
+        epoch,
+        result,
+    )
+    .map(|_| ())
+}
+
+/// Writes a run's packets, with their comments, where `config` says (a file, a ring, a
+/// stream); returns how the capture ended.
+pub fn write_capture_to(
+    config: &CaptureConfig,
+    description: String,
+    epoch: std::time::Duration,
+    result: &RunResult,
+) -> Result<crate::capture::Summary, String> {
+    let mut sink = PcapngSink::create(
+        config,
         SinkInfo {
             interface: "script",
-            description: format!("synack script against {}", result.backend),
+            description,
         },
     )
     .map_err(|e| e.to_string())?;
-    let fail = |e: std::io::Error| format!("cannot write the capture {}: {e}", path.display());
+    let summary = sink.summary_handle();
+    let fail = |e: std::io::Error| format!("cannot write the capture {}: {e}", sink_name(config));
     for p in &result.packets {
         let dir = if p.inbound {
             Direction::In
@@ -314,7 +345,17 @@ pub fn write_capture(
         sink.write_packet(epoch + p.at, dir, &p.bytes, Some(&p.comment))
             .map_err(fail)?;
     }
-    sink.finish().map_err(fail)
+    sink.finish().map_err(fail)?;
+    summary
+        .get()
+        .ok_or_else(|| format!("the capture {} did not finish", sink_name(config)))
+}
+
+fn sink_name(config: &CaptureConfig) -> String {
+    match &config.target {
+        crate::capture::Target::Path(p) => p.display().to_string(),
+        crate::capture::Target::Stdout => "stdout".into(),
+    }
 }
 
 /// Runs every script of `options` and reports.
@@ -327,7 +368,7 @@ pub fn run(options: &Options) -> Report {
     let dir = options
         .capture_dir
         .clone()
-        .unwrap_or_else(|| PathBuf::from("captures/script"));
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CAPTURE_DIR));
     // synack's own default directory is made when missing; any other must exist (the
     // capture then says so, per script, in one sentence).
     if dir.starts_with(crate::capture::DEFAULT_DIR) {
@@ -628,7 +669,10 @@ pub fn side_by_side(s: &ScriptReport) -> String {
             .and_then(|t| t.strip_prefix("synack-"))
             .and_then(|t| t.split_once(':'))
         {
-            Some((stack, event)) => format!("[{stack}] {}", event.trim()),
+            Some((stack, event)) => format!(
+                "[{stack}] {}",
+                event.split_whitespace().collect::<Vec<_>>().join(" ")
+            ),
             None => text.to_owned(),
         };
         let text: String = text.chars().take(52).collect();

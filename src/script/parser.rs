@@ -35,7 +35,7 @@ pub fn parse(file: &str, src: &str) -> std::result::Result<Script, ScriptError> 
 pub const STACKS: &[&str] = &["linux", "smoltcp"];
 
 /// `// synack-STACK: EVENT`: the stack, and the byte offset of the event in the source.
-fn stack_line<'s>(src: &'s str, c: &Comment) -> Option<(&'static str, usize)> {
+fn stack_line(src: &str, c: &Comment) -> Option<(&'static str, usize)> {
     let stack = STACKS.iter().find(|s| {
         c.text
             .strip_prefix("synack-")

@@ -175,7 +175,13 @@ impl SmoltcpBackend {
     /// A node whose journey goes to `journal` (`Journal::keeping` for `synack demo
     /// --scenario`).
     pub fn with_journal(journal: Journal) -> Result<Self, BackendError> {
-        let node = Node::new(config(), App::default(), journal, VIRTUAL_EPOCH)
+        Self::with_config(config(), journal)
+    }
+
+    /// A node made with `cfg` (see [`config`]; `internals` is the one knob worth
+    /// turning: the node then explains each segment it sends).
+    pub fn with_config(cfg: Config, journal: Journal) -> Result<Self, BackendError> {
+        let node = Node::new(cfg, App::default(), journal, VIRTUAL_EPOCH)
             .map_err(|e| BackendError::Failed(format!("cannot make synack's node: {e}")))?;
         Ok(SmoltcpBackend {
             node,
