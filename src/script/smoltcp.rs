@@ -71,10 +71,11 @@ struct Sock {
     role: Role,
     nonblocking: bool,
     opts: SocketOptions,
-    /// What the script asked for with SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL.
+    /// What the script asked for with SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL (`None`:
+    /// Linux's default).
     keepalive: bool,
-    keepidle: Duration,
-    keepintvl: Duration,
+    keepidle: Option<Duration>,
+    keepintvl: Option<Duration>,
     port: Option<u16>,
     reuseaddr: bool,
     /// SO_LINGER on, with this many seconds.
@@ -102,8 +103,8 @@ impl Sock {
             nonblocking,
             opts,
             keepalive: false,
-            keepidle: KEEPIDLE_DEFAULT,
-            keepintvl: KEEPINTVL_DEFAULT,
+            keepidle: None,
+            keepintvl: None,
             port: None,
             reuseaddr: false,
             linger: None,
@@ -245,33 +246,23 @@ impl SmoltcpBackend {
     }
 
     fn retry_blocked(&mut self) -> Result<(), BackendError> {
-        let mut i = 0;
-        while i < self.blocked.len() {
-            let mut b = std::mem::replace(
-                &mut self.blocked[i],
-                Blocked {
-                    id: 0,
-                    call: Call::Close { fd: -1 },
-                    sent: 0,
-                    linger: None,
-                },
-            );
+        let mut waiting = std::mem::take(&mut self.blocked).into_iter();
+        while let Some(mut b) = waiting.next() {
             let done = match b.linger {
-                Some((conn, until)) => self.linger_done(conn, until),
-                None => self.attempt(&b.call, true, &mut b.sent)?,
+                Some((conn, until)) => Ok(self.linger_done(conn, until)),
+                None => self.attempt(&b.call, true, &mut b.sent),
             };
             match done {
-                Some(result) => {
-                    self.blocked.remove(i);
-                    self.finished.push_back(Finished {
-                        id: b.id,
-                        at: self.now,
-                        result,
-                    });
-                }
-                None => {
-                    self.blocked[i] = b;
-                    i += 1;
+                Ok(Some(result)) => self.finished.push_back(Finished {
+                    id: b.id,
+                    at: self.now,
+                    result,
+                }),
+                Ok(None) => self.blocked.push(b),
+                Err(e) => {
+                    self.blocked.push(b);
+                    self.blocked.extend(waiting);
+                    return Err(e);
                 }
             }
         }
@@ -301,17 +292,21 @@ impl SmoltcpBackend {
         fd
     }
 
+    /// The next port no descriptor holds, from [`FIRST_AUTO_PORT`] on (after a whole
+    /// round, any: the node then says the port is in use).
     fn auto_port(&mut self) -> u16 {
-        loop {
+        for _ in FIRST_AUTO_PORT..=u16::MAX {
             let p = self.next_auto_port;
             self.next_auto_port = self
                 .next_auto_port
                 .checked_add(1)
                 .unwrap_or(FIRST_AUTO_PORT);
+            // One round for both protocols: simpler than Linux's two, as good for a script.
             if !self.socks.values().any(|s| s.port == Some(p)) {
                 return p;
             }
         }
+        self.next_auto_port
     }
 
     /// A call, now. `Ok(None)`: it must wait (a blocking socket). `retry`: a blocked
@@ -377,10 +372,11 @@ impl SmoltcpBackend {
                     }
                     Some(s) => s.reuseaddr,
                 };
-                // Two sockets share a port only if both said SO_REUSEADDR and neither
+                // Two TCP sockets share a port only if both said SO_REUSEADDR and neither
                 // listens (Linux's inet_csk_bind_conflict, simplified).
                 let clash = self.socks.iter().any(|(other, s)| {
                     other != fd
+                        && !s.datagram
                         && s.port == Some(port)
                         && (!reuse || !s.reuseaddr || matches!(s.role, Role::Listening { .. }))
                 });
@@ -438,11 +434,10 @@ impl SmoltcpBackend {
                         child.keepidle = parent.keepidle;
                         child.keepintvl = parent.keepintvl;
                         child.linger = parent.linger;
+                        child.reuseaddr = parent.reuseaddr;
                         child.port = Some(port);
                         child.last_state = self.node.app_state(id).state;
                         self.socks.insert(new, child);
-                        // Taking it from the queue may let the node say more (data that
-                        // waited for the application).
                         CallResult::ok(i64::from(new))
                     }
                     None if nonblocking => CallResult::err(libc::EAGAIN),
@@ -858,11 +853,22 @@ impl SmoltcpBackend {
                 if v < 1 {
                     return Ok(CallResult::err(libc::EINVAL));
                 }
-                let d = Duration::from_secs(v as u64);
+                let d = Some(Duration::from_secs(v as u64));
                 if name == libc::TCP_KEEPIDLE {
                     s.keepidle = d;
                 } else {
                     s.keepintvl = d;
+                }
+                // smoltcp keeps one keep-alive interval: after that much idle time, and
+                // again after as much while unanswered. Both set must agree.
+                if let (Some(idle), Some(intvl)) = (s.keepidle, s.keepintvl)
+                    && idle != intvl
+                {
+                    return Err(BackendError::Unsupported(format!(
+                        "TCP_KEEPIDLE {} s with TCP_KEEPINTVL {} s: smoltcp has one keep-alive interval for both",
+                        idle.as_secs(),
+                        intvl.as_secs()
+                    )));
                 }
                 knobs_changed = true;
             }
@@ -874,17 +880,8 @@ impl SmoltcpBackend {
             }
         }
         if knobs_changed {
-            // smoltcp keeps one keep-alive interval: after that much idle time, and again
-            // after as much while unanswered. TCP_KEEPIDLE sets it; TCP_KEEPINTVL must
-            // agree with it once keep-alives are on.
-            if s.keepalive && s.keepidle != s.keepintvl && name == libc::TCP_KEEPINTVL {
-                return Err(BackendError::Unsupported(format!(
-                    "TCP_KEEPINTVL {} s with TCP_KEEPIDLE {} s: smoltcp has one keep-alive interval for both",
-                    s.keepintvl.as_secs(),
-                    s.keepidle.as_secs()
-                )));
-            }
-            s.opts.knobs.keepalive = s.keepalive.then_some(s.keepidle);
+            let interval = s.keepidle.unwrap_or(KEEPIDLE_DEFAULT);
+            s.opts.knobs.keepalive = s.keepalive.then_some(interval);
         }
         let (role, opts) = (s.role, s.opts);
         match role {
@@ -915,6 +912,16 @@ impl SmoltcpBackend {
         let mut any = false;
         for s in self.socks.values_mut().filter(|s| s.knobs_pending) {
             s.knobs_pending = false;
+            // An interval given with keep-alives on and no idle time: smoltcp would wait
+            // Linux's 7200 s between probes, not the interval asked for.
+            if let (true, None, Some(intvl)) = (s.keepalive, s.keepidle, s.keepintvl)
+                && intvl != KEEPIDLE_DEFAULT
+            {
+                return Err(BackendError::Unsupported(format!(
+                    "TCP_KEEPINTVL {} s without TCP_KEEPIDLE: smoltcp has one keep-alive interval, the idle time (7200 s unless TCP_KEEPIDLE says)",
+                    intvl.as_secs()
+                )));
+            }
             if let Some(id) = s.conn() {
                 // The connection may have ended: nothing left to change.
                 let _ = self.node.app_set_knobs(now, id, s.opts.knobs);
@@ -960,8 +967,12 @@ impl SmoltcpBackend {
             (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => i64::from(s.keepalive),
             (libc::SOL_SOCKET, libc::SO_TYPE) => i64::from(libc::SOCK_STREAM),
             (libc::IPPROTO_TCP, libc::TCP_NODELAY) => i64::from(!s.opts.knobs.nagle),
-            (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) => s.keepidle.as_secs() as i64,
-            (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL) => s.keepintvl.as_secs() as i64,
+            (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) => {
+                s.keepidle.unwrap_or(KEEPIDLE_DEFAULT).as_secs() as i64
+            }
+            (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL) => {
+                s.keepintvl.unwrap_or(KEEPINTVL_DEFAULT).as_secs() as i64
+            }
             _ => {
                 return Err(BackendError::Unsupported(format!(
                     "getsockopt {}: synack's node has no counterpart for it",
