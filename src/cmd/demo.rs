@@ -60,7 +60,7 @@ pub struct DemoArgs {
     /// The server's accept queue (1..=4096).
     #[arg(long, default_value_t = limits::DEFAULT_BACKLOG, value_parser = args::backlog_range)]
     pub backlog: usize,
-    /// Play a scenario of synack's script corpus instead, against synack's own stack (no root): what it shows, the journey, a capture and what to look at in it. Of the other flags, the capture and journey ones apply.
+    /// Play a scenario of synack's script corpus instead, against synack's own stack (no root): what it shows, the journey, a capture and what to look at in it. Of the other flags, the capture, journey and --internals ones apply.
     #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(scenarios::NAMED.iter().map(|n| n.name)))]
     pub scenario: Option<String>,
 }
