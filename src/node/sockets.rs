@@ -306,8 +306,7 @@ impl Node {
         to: SocketAddrV4,
         data: &[u8],
     ) -> Result<usize, SockError> {
-        let socket = self.misc.get_mut::<udp::Socket>(id.0);
-        socket
+        self.app_udp(id)?
             .send_slice(data, (IpAddress::Ipv4(*to.ip()), to.port()))
             .map_err(|e| match e {
                 udp::SendError::BufferFull => SockError::WouldBlock,
@@ -323,8 +322,10 @@ impl Node {
         id: UdpId,
         buf: &mut [u8],
     ) -> Result<(usize, SocketAddrV4), SockError> {
-        let socket = self.misc.get_mut::<udp::Socket>(id.0);
-        let (data, meta) = socket.recv().map_err(|_| SockError::WouldBlock)?;
+        let (data, meta) = self
+            .app_udp(id)?
+            .recv()
+            .map_err(|_| SockError::WouldBlock)?;
         let n = data.len().min(buf.len());
         buf[..n].copy_from_slice(&data[..n]);
         let IpAddress::Ipv4(ip) = meta.endpoint.addr;
@@ -333,7 +334,21 @@ impl Node {
 
     /// Closes an application's UDP socket.
     pub fn app_udp_close(&mut self, id: UdpId) {
-        self.misc.remove(id.0);
+        if self.app_udp(id).is_ok() {
+            self.misc.remove(id.0);
+        }
+    }
+
+    /// The UDP socket `id` names, if it is still there (smoltcp's own lookup panics on a
+    /// handle that is not).
+    fn app_udp(&mut self, id: UdpId) -> Result<&mut udp::Socket<'static>, SockError> {
+        self.misc
+            .iter_mut()
+            .find_map(|(h, s)| match s {
+                Socket::Udp(u) if h == id.0 => Some(u),
+                _ => None,
+            })
+            .ok_or(SockError::NotConnected)
     }
 
     /// Where connection `id` stands.
