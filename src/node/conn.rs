@@ -48,6 +48,8 @@ pub struct SeqTrack {
     pub last_window: u16,
     /// Our window scale (what we offered, if the peer offered one too).
     pub our_wscale: u8,
+    /// The scale our SYN offered, until the peer's SYN-ACK says whether it applies.
+    pub offered_wscale: Option<u8>,
     /// One past the peer's FIN, once we have seen it.
     pub peer_fin_end: Option<u32>,
     /// Bytes the application has read.
@@ -89,17 +91,33 @@ impl SeqTrack {
         if s.ack_flag {
             self.last_ack = Some(s.ack);
         }
-        self.last_window = s.window;
         if s.syn && s.ack_flag {
             // Our SYN-ACK offers a scale only if the peer's SYN did (RFC 7323 §2.2).
             self.our_wscale = s.options.window_scale.unwrap_or(0);
+        } else if s.syn {
+            self.offered_wscale = s.options.window_scale;
         }
+        // A SYN's window is never scaled (RFC 7323 §2.2); keep it in the form the
+        // segments after it carry, so that a challenge ACK sent in SYN-RECEIVED does not
+        // offer 65535 << scale.
+        self.last_window = if s.syn {
+            (u32::from(s.window) >> self.our_wscale) as u16
+        } else {
+            s.window
+        };
     }
 
     /// Takes note of a segment the peer sent (and smoltcp accepted).
     pub fn received(&mut self, s: &Segment) {
         if s.syn {
             self.irs = Some(s.seq);
+            if s.ack_flag {
+                // Our SYN's scale applies only if the peer's SYN-ACK offers one too.
+                self.our_wscale = match s.options.window_scale {
+                    Some(_) => self.offered_wscale.unwrap_or(0),
+                    None => 0,
+                };
+            }
         }
         if s.fin {
             self.peer_fin_end = Some(s.seq.wrapping_add(s.seq_len()));

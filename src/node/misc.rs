@@ -95,6 +95,15 @@ impl Node {
         }
     }
 
+    /// Whether one of the node's datagram sockets (the DNS responder's, a lookup's, an
+    /// application's) is bound to `port`. The set holds a handful, not one per connection.
+    pub(super) fn udp_port_held(&self, port: u16) -> bool {
+        self.misc.iter().any(|(_, s)| match s {
+            smoltcp::socket::Socket::Udp(u) => u.endpoint().port == port,
+            _ => false,
+        })
+    }
+
     fn describe_misc_in(&mut self, packet: &[u8]) {
         let Ok(ip) = Ipv4Slice::from_slice(packet) else {
             return;
@@ -109,6 +118,15 @@ impl Node {
                 if Some(udp.destination_port()) == self.cfg.dns_port || udp.source_port() == 53 {
                     let text = crate::dns::describe(udp.payload());
                     append(&mut self.in_note, format_args!("{text}"));
+                } else if self.udp_port_held(udp.destination_port()) {
+                    append(
+                        &mut self.in_note,
+                        format_args!(
+                            "UDP to port {}, {} B, for a socket of ours",
+                            udp.destination_port(),
+                            udp.payload().len()
+                        ),
+                    );
                 } else {
                     append(
                         &mut self.in_note,

@@ -280,11 +280,7 @@ impl Node {
     /// socket). It sits with the node's other datagram sockets; a datagram to a port
     /// nobody holds gets ICMP port unreachable from smoltcp.
     pub fn app_udp_bind(&mut self, port: u16) -> Result<UdpId, SockError> {
-        let taken = self.misc.iter().any(|(_, s)| match s {
-            Socket::Udp(u) => u.endpoint().port == port,
-            _ => false,
-        });
-        if taken || port == 0 {
+        if port == 0 || self.udp_port_held(port) {
             return Err(SockError::InUse);
         }
         let buffer = || {

@@ -493,6 +493,24 @@ fn rfc_5961_challenges_a_blind_rst_and_syn_and_takes_the_exact_rst() {
 }
 
 #[test]
+fn a_challenge_ack_in_syn_received_offers_the_window_in_scaled_form() {
+    let mut h = Harness::new(|_| {});
+    let client = addr("10.77.0.1:44002");
+    let server = addr(SERVER);
+    let reply = h.send(&tcp(client, server, 1000, None, "S", &[], &syn_options()));
+    let synack = reply[0].seg();
+    let scale = synack.options.window_scale.expect("we offer a scale");
+    assert!(scale > 0, "the default buffer needs one");
+    // In the window, not at RCV.NXT, before the handshake's ACK: a challenge ACK whose
+    // window field is read scaled, so it must not repeat the SYN-ACK's unscaled one.
+    let reply = h.send(&tcp(client, server, 1001 + 100, None, "R", &[], &[]));
+    assert_eq!(reply.len(), 1, "{}", h.in_note);
+    let c = reply[0].seg();
+    assert!(c.ack_flag && !c.rst && !c.syn);
+    assert_eq!(c.window, synack.window >> scale, "RFC 7323 §2.2");
+}
+
+#[test]
 fn challenge_acks_are_rate_limited() {
     let mut h = Harness::new(|_| {});
     let client = addr("10.77.0.1:44001");
@@ -825,4 +843,28 @@ fn the_ack_that_would_overflow_the_accept_queue_is_dropped_and_the_syn_ack_comes
             .any(|s| s.seg().syn && s.seg().ack_flag && s.seg().dst == c),
         "{later:?}"
     );
+}
+
+#[test]
+fn a_datagram_for_an_applications_udp_socket_is_named_as_such_and_not_refused() {
+    let mut h = Harness::new(|_| {});
+    let id = h.node.app_udp_bind(5000).unwrap();
+    let udp = |port: u16| {
+        let mut out = Vec::new();
+        PacketBuilder::ipv4([10, 77, 0, 1], [10, 77, 0, 2], 64)
+            .udp(40000, port)
+            .write(&mut out, b"hello")
+            .unwrap();
+        out
+    };
+    let reply = h.send(&udp(5000));
+    assert!(reply.is_empty(), "no ICMP port unreachable: {reply:?}");
+    assert!(h.in_note.contains("for a socket of ours"), "{}", h.in_note);
+    let mut buf = [0; 16];
+    let (n, from) = h.node.app_udp_recv(id, &mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"hello"[..], addr("10.77.0.1:40000")));
+    // Another port: nobody's, refused and said so.
+    let reply = h.send(&udp(5001));
+    assert_eq!(reply.len(), 1, "ICMP port unreachable");
+    assert!(h.in_note.contains("nothing listens"), "{}", h.in_note);
 }
