@@ -1,4 +1,4 @@
-//! The server's session on the HTTPS port: a real TLS client (rustls, seeded) speaks to
+//! The server's session on the HTTPS port: a real TLS client (rustls) speaks to
 //! it, the input says what the client writes, how its records are cut on the way, and
 //! what breaks them (a flipped byte, bytes that are not TLS, close_notify, the peer's FIN).
 //! What must hold, as for plain HTTP: no panic, no stall, no deadline left due; what the
@@ -36,7 +36,6 @@ enum Step {
 #[derive(Arbitrary, Debug)]
 struct Input {
     setup: Setup,
-    seed: u8,
     steps: Vec<Step>,
 }
 
@@ -122,19 +121,11 @@ impl Run {
 }
 
 fuzz_target!(|input: Input| {
-    let seed = u64::from(input.seed);
-    let server = synack::tls::server_config_with(
-        identity(),
-        None,
-        synack::tls::seeded::provider(seed, "server"),
-    )
-    .expect("a server configuration");
-    let client_config = synack::tls::client_config(
-        synack::tls::Trust::Anyone,
-        None,
-        synack::tls::seeded::provider(seed, "client"),
-    )
-    .expect("a client configuration");
+    let server = synack::tls::server_config_with(identity(), None, synack_fuzz::crypto())
+        .expect("a server configuration");
+    let client_config =
+        synack::tls::client_config(synack::tls::Trust::Anyone, None, synack_fuzz::crypto())
+            .expect("a client configuration");
     let name = rustls::pki_types::ServerName::try_from("synack.test").expect("a name");
     let client = rustls::ClientConnection::new(Arc::clone(&client_config), name).expect("a client");
     let mut run = Run {

@@ -202,8 +202,7 @@ fn tls_config() -> std::sync::Arc<rustls::ServerConfig> {
     let id = ID.get_or_init(|| {
         synack::tls::seeded::identity(1, &["synack.test".into()], NODE).expect("an identity")
     });
-    synack::tls::server_config_with(id, None, synack::tls::seeded::provider(1, "server"))
-        .expect("a TLS configuration")
+    synack::tls::server_config_with(id, None, synack_fuzz::crypto()).expect("a TLS configuration")
 }
 
 impl Harness {

@@ -163,12 +163,8 @@ fuzz_target!(|input: Input| {
             [usize::from(input.congestion % 3)],
         ..TcpKnobs::default()
     };
-    let server_tls = synack::tls::server_config_with(
-        identity(),
-        None,
-        synack::tls::seeded::provider(seed, "server"),
-    )
-    .expect("a server configuration");
+    let server_tls = synack::tls::server_config_with(identity(), None, synack_fuzz::crypto())
+        .expect("a server configuration");
     let start = synack::clock::VIRTUAL_EPOCH;
     let server = Node::new(
         Config {
@@ -209,12 +205,8 @@ fuzz_target!(|input: Input| {
     )
     .expect("a client");
     let tls = input.tls.then(|| {
-        synack::tls::client_config(
-            synack::tls::Trust::Anyone,
-            None,
-            synack::tls::seeded::provider(seed, "client"),
-        )
-        .expect("a client configuration")
+        synack::tls::client_config(synack::tls::Trust::Anyone, None, synack_fuzz::crypto())
+            .expect("a client configuration")
     });
     let mut routes: Vec<Route> = input.routes.iter().take(6).cloned().collect();
     if routes.is_empty() {

@@ -24,3 +24,11 @@ pub fn scratch_file(bytes: &[u8]) -> std::path::PathBuf {
     std::fs::write(&path, bytes).expect("the scratch file can be written");
     path
 }
+
+/// rustls's crypto for the targets that speak TLS: ring's, with the system's randomness.
+/// synack's seeded provider (`tls::seeded`) leaks a small generator per call by design
+/// (rustls wants it `'static`), which LeakSanitizer would report on every input; what
+/// the targets check does not depend on the random bytes.
+pub fn crypto() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::ring::default_provider())
+}
