@@ -163,7 +163,13 @@ fuzz_target!(|input: Input| {
                     run.broken = true;
                 }
             }
-            Step::WaitMs(ms) => run.w.wait(Duration::from_millis(u64::from(*ms))),
+            Step::WaitMs(ms) => {
+                let d = Duration::from_millis(u64::from(*ms));
+                // A timeout before the handshake is done closes the connection with an
+                // answer the client never decrypts.
+                run.broken |= run.w.session.deadline().is_some_and(|t| t <= run.w.now + d);
+                run.w.wait(d);
+            }
             Step::WaitSecs(s) => {
                 run.w.wait(Duration::from_secs(u64::from(*s)));
                 run.broken = true;
