@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock};
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use smoltcp::time::Duration;
+use synack::session::Conversation;
 use synack_fuzz::session::{REQUESTS, Setup, Watched};
 
 #[derive(Arbitrary, Debug)]
