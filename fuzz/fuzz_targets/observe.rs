@@ -19,8 +19,11 @@ struct Packet {
     frame: Frame,
 }
 
+/// Sequence, acknowledgment, SYN, FIN, RST, ACK, window, payload length.
+type Fields = (u32, u32, bool, bool, bool, bool, u16, usize);
+
 /// smoltcp's reading of the same packet, where it reads one.
-fn smoltcp_reads(p: &[u8]) -> Option<(u32, u32, bool, bool, bool, bool, u16, usize)> {
+fn smoltcp_reads(p: &[u8]) -> Option<Fields> {
     let ip = Ipv4Packet::new_checked(p).ok()?;
     if ip.next_header() != IpProtocol::Tcp || ip.more_frags() || ip.frag_offset() != 0 {
         return None;

@@ -50,7 +50,7 @@ pub fn options(opts: &[TcpOpt], ack: u32) -> Vec<u8> {
         }
     }
     o.truncate(40);
-    while o.len() % 4 != 0 {
+    while !o.len().is_multiple_of(4) {
         o.push(0);
     }
     o

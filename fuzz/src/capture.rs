@@ -293,7 +293,7 @@ impl Out {
         self.bytes.extend_from_slice(&b);
     }
     fn pad(&mut self) {
-        while self.bytes.len() % 4 != 0 {
+        while !self.bytes.len().is_multiple_of(4) {
             self.bytes.push(0);
         }
     }
