@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use synack::analyze::{self, Conversation, Paint};
+use synack::analyze::{self, Conversation, Ladder, Paint, Window};
 
 /// How to draw, as the command-line flags would say it.
 #[derive(Debug, Clone, Copy, Default, arbitrary::Arbitrary)]
@@ -28,10 +28,17 @@ pub fn run(path: &Path, o: Options) -> Result<usize, analyze::ReadError> {
         .only
         .map(|n| usize::from(n) % (convs.len() + 1))
         .filter(|n| *n > 0);
-    let text = analyze::ladder_text(&convs, only, Paint(false));
+    let mut how = Ladder {
+        only,
+        time_scale_ms: o.time_scale_ms.map(|t| f64::from(t) / 10.0),
+        paint: Paint(false),
+    };
+    let text = analyze::ladder_text(&convs, &how);
     plain_text(&text).unwrap_or_else(|e| panic!("ladder text: {e}"));
-    let _ = analyze::ladder_text(&convs, only, Paint(true));
-    let svg = analyze::ladder_svg(&convs, only);
+    how.paint = Paint(true);
+    let _ = analyze::ladder_text(&convs, &how);
+    how.paint = Paint(false);
+    let svg = analyze::ladder_svg(&convs, &how);
     xml(&svg).unwrap_or_else(|e| panic!("ladder SVG: {e}"));
     for (n, c) in convs.iter().enumerate() {
         let Conversation::Tcp(c) = c else { continue };
@@ -39,8 +46,13 @@ pub fn run(path: &Path, o: Options) -> Result<usize, analyze::ReadError> {
         let t = analyze::stats_text(n + 1, &s);
         plain_text(&t).unwrap_or_else(|e| panic!("stats: {e}"));
         numbers(&t).unwrap_or_else(|e| panic!("stats: {e}"));
-        let plot = analyze::time_sequence_svg(c);
-        xml(&plot).unwrap_or_else(|e| panic!("plot SVG: {e}"));
+        let window = Window {
+            from: o.from_ms.map(f64::from),
+            to: o.to_ms.map(f64::from),
+        };
+        if let Ok(plot) = analyze::plot_svg(c, "connection", window) {
+            xml(&plot).unwrap_or_else(|e| panic!("plot SVG: {e}"));
+        }
     }
     Ok(frames.len())
 }
