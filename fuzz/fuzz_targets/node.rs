@@ -10,6 +10,7 @@
 //!   checksum written here, not with smoltcp);
 //! - the node never serves more connections than `max_conns`, nor keeps more TIME-WAIT
 //!   entries than `max_time_wait`;
+//! - a SYN to a listening port is answered, dropped or challenged, never refused with RST;
 //! - no packet makes it send an unbounded number of packets, and no timer spins;
 //! - once the peers fall silent, every connection and TIME-WAIT entry ends and every buffer
 //!   goes back to its pool: nothing leaks.
@@ -174,6 +175,9 @@ struct Harness {
     mtu: usize,
     peers: HashMap<(u8, u16), Peer>,
     cfg: Config,
+    /// A SYN to a listening port is being handled: it may be answered, dropped or
+    /// challenged, never refused with RST (the peer's address and port, our port).
+    syn_to_listener: Option<(Ipv4Addr, u16, u16)>,
 }
 
 fn peer_addr(peer: u8) -> (Ipv4Addr, u16) {
@@ -247,6 +251,7 @@ impl Harness {
             mtu,
             peers: HashMap::new(),
             cfg,
+            syn_to_listener: None,
         }
     }
 
@@ -267,6 +272,7 @@ impl Harness {
                 seq,
                 syn,
                 fin,
+                rst,
                 payload_len,
                 ..
             } = carried
@@ -274,6 +280,10 @@ impl Harness {
                 let dst = etherparse::Ipv4Slice::from_slice(&out.data)
                     .map(|ip| ip.header().destination_addr())
                     .ok();
+                assert!(
+                    !(rst && self.syn_to_listener == Some((dst.unwrap(), dst_port, src_port))),
+                    "a SYN to listening port {src_port} was refused with RST"
+                );
                 if let Some(peer) = (0..15u8).find(|&p| peer_addr(p) == (dst.unwrap(), dst_port)) {
                     let end = seq
                         .wrapping_add(payload_len as u32)
@@ -404,7 +414,13 @@ impl Harness {
         match action {
             Action::Tcp(seg) => {
                 let (ip, tcp) = self.segment(seg);
+                let control = tcp[13] & (flags::SYN | flags::ACK | flags::RST | flags::FIN);
+                if control == flags::SYN && !matches!(seg.port, Port::Closed(_)) {
+                    let (addr, sport) = peer_addr(seg.peer);
+                    self.syn_to_listener = Some((addr, sport, port_number(seg.port)));
+                }
                 self.deliver(&build::ipv4(&ip, &tcp));
+                self.syn_to_listener = None;
             }
             Action::AckAll(window) => {
                 let mut keys: Vec<_> = self.peers.keys().copied().collect();
