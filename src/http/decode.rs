@@ -120,10 +120,14 @@ impl RequestDecoder {
         }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_CEILING];
         let mut parsed = httparse::Request::new(&mut headers[..self.limits.max_headers]);
-        let head_len = match parsed.parse(&self.buf) {
+        // Only the first `max_head` bytes can be a head we accept: reading past them would
+        // make the answer depend on how many bytes the last segment brought (a bad byte
+        // just past the limit: 400 in one segment, 431 byte by byte).
+        let window = &self.buf[..self.buf.len().min(self.limits.max_head)];
+        let head_len = match parsed.parse(window) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => {
-                if self.buf.len() >= self.limits.max_head {
+                if window.len() >= self.limits.max_head {
                     return Err(HttpError::new(
                         431,
                         format!("request head exceeds {} bytes", self.limits.max_head),
@@ -138,7 +142,7 @@ impl RequestDecoder {
                 ));
             }
             Err(httparse::Error::Version) => {
-                return match version_verdict(&self.buf) {
+                return match version_verdict(window) {
                     VersionVerdict::Another => Err(HttpError::new(
                         505,
                         "only HTTP/1.0 and HTTP/1.1 are spoken here",
@@ -151,7 +155,13 @@ impl RequestDecoder {
                     // that is another version (505) or no version at all (400) shows
                     // only once the line is complete, and the answer must not depend on
                     // where the segment boundary fell.
-                    VersionVerdict::Undecided => Ok(false),
+                    VersionVerdict::Undecided if window.len() < self.limits.max_head => {
+                        Ok(false)
+                    }
+                    VersionVerdict::Undecided => Err(HttpError::new(
+                        431,
+                        format!("request head exceeds {} bytes", self.limits.max_head),
+                    )),
                 };
             }
             Err(e) => return Err(HttpError::new(400, format!("malformed request: {e}"))),
@@ -672,6 +682,31 @@ mod tests {
             }
         }
         got
+    }
+
+    /// Found by the fuzzer (fuzz/regressions/http_decode/): a byte httparse refuses just
+    /// past a 16-byte head limit gave 400 in one piece and 431 byte by byte.
+    #[test]
+    fn a_bad_byte_past_the_head_limit_gets_431_however_it_arrives() {
+        let input = b"QQQ \xff\xff\xc9\xff\xff\xff\xff\xff\xff\xff\xc9%\x00";
+        let limits = Limits {
+            max_head: 16,
+            max_headers: 3,
+            max_body: 592,
+        };
+        let mut whole = RequestDecoder::new(limits);
+        whole.input(input);
+        assert_eq!(status(whole.decode()), 431);
+        let mut bytes = RequestDecoder::new(limits);
+        let mut last = Decoded::NeedMore;
+        for b in input {
+            bytes.input(std::slice::from_ref(b));
+            last = bytes.decode();
+            if last != Decoded::NeedMore {
+                break;
+            }
+        }
+        assert_eq!(status(last), 431);
     }
 
     #[test]
