@@ -155,9 +155,7 @@ impl RequestDecoder {
                     // that is another version (505) or no version at all (400) shows
                     // only once the line is complete, and the answer must not depend on
                     // where the segment boundary fell.
-                    VersionVerdict::Undecided if window.len() < self.limits.max_head => {
-                        Ok(false)
-                    }
+                    VersionVerdict::Undecided if window.len() < self.limits.max_head => Ok(false),
                     VersionVerdict::Undecided => Err(HttpError::new(
                         431,
                         format!("request head exceeds {} bytes", self.limits.max_head),

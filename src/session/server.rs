@@ -581,8 +581,12 @@ mod tests {
         assert!(s.wants_close());
     }
 
-    #[test]
-    fn a_client_that_says_close_notify_mid_handshake_is_let_go() {
+    /// A rustls client for synack.test and a server session with a fresh identity, from
+    /// client port `port`, speaking `versions`.
+    fn tls_pair(
+        port: u16,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (rustls::ClientConnection, ServerSession, Journal, Instant) {
         let id = crate::tls::generate(
             &["synack.test".into()],
             std::net::Ipv4Addr::new(10, 77, 0, 2),
@@ -591,24 +595,29 @@ mod tests {
         let config = crate::tls::server_config(&id, None).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(id.chain[0].clone()).unwrap();
-        let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client_config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         let name = rustls::pki_types::ServerName::try_from("synack.test").unwrap();
-        let mut client = rustls::ClientConnection::new(Arc::new(client_config), name).unwrap();
+        let client = rustls::ClientConnection::new(Arc::new(client_config), name).unwrap();
         let (_, mut journal) = setup();
         let conn = journal.open(
             "10.77.0.2:443".parse().unwrap(),
-            "10.77.0.1:5002".parse().unwrap(),
+            std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(10, 77, 0, 1), port),
             0,
         );
         let now = Instant::from_secs(100);
-        let mut s =
-            ServerSession::with_tls(conn, Limits::default(), Timeouts::default(), now, config);
+        let s = ServerSession::with_tls(conn, Limits::default(), Timeouts::default(), now, config);
+        (client, s, journal, now)
+    }
+
+    #[test]
+    fn a_client_that_says_close_notify_mid_handshake_is_let_go() {
+        // TLS 1.3 only: its ClientHello and close_notify fit in one flight.
+        let (mut client, mut s, mut journal, now) = tls_pair(5002, &[&rustls::version::TLS13]);
         let mut records = Vec::new();
         client.write_tls(&mut records).unwrap();
         client.send_close_notify();
@@ -630,31 +639,7 @@ mod tests {
     #[test]
     fn https_session_answers_inside_tls_and_says_close_notify() {
         use std::io::{Read, Write};
-        let id = crate::tls::generate(
-            &["synack.test".into()],
-            std::net::Ipv4Addr::new(10, 77, 0, 2),
-        )
-        .unwrap();
-        let config = crate::tls::server_config(&id, None).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(id.chain[0].clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client_config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let name = rustls::pki_types::ServerName::try_from("synack.test").unwrap();
-        let mut client = rustls::ClientConnection::new(Arc::new(client_config), name).unwrap();
-        let (_, mut journal) = setup();
-        let conn = journal.open(
-            "10.77.0.2:443".parse().unwrap(),
-            "10.77.0.1:5001".parse().unwrap(),
-            0,
-        );
-        let now = Instant::from_secs(100);
-        let mut s =
-            ServerSession::with_tls(conn, Limits::default(), Timeouts::default(), now, config);
+        let (mut client, mut s, mut journal, now) = tls_pair(5001, rustls::DEFAULT_VERSIONS);
         let app = App::default();
         client
             .writer()
@@ -699,7 +684,7 @@ mod tests {
             client.reader().read(&mut [0u8; 8]).is_ok_and(|n| n == 0),
             "the client saw close_notify"
         );
-        let events = &journal.get(conn).unwrap().events;
+        let events = &journal.get(s.id()).unwrap().events;
         assert!(events.iter().any(
             |e| matches!(&e.what, What::TlsEstablished { sni: Some(n), .. } if n == "synack.test")
         ));
