@@ -245,6 +245,15 @@ impl Node {
     /// A place among the served connections is free: the oldest connection waiting in an
     /// accept queue takes it.
     pub(super) fn pop_accept(&mut self, now: Instant) {
+        if self.accept_held {
+            return;
+        }
+        self.accept_held = true;
+        self.drain_accept_queues(now);
+        self.accept_held = false;
+    }
+
+    fn drain_accept_queues(&mut self, now: Instant) {
         while self.active < self.cfg.max_conns {
             let Some((l, (slot, generation))) = self
                 .listeners

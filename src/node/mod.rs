@@ -156,6 +156,11 @@ pub struct Node {
     heard: Vec<(usize, inside::Heard)>,
     /// Ephemeral ports handed out so far (the next derives from the seed and this).
     ports_used: u32,
+    /// The accept queues are not to be drained now: [`Node::pop_accept`] is already
+    /// draining them further up the stack (serving one connection can free a place and
+    /// settle it, which would otherwise recurse once per queued connection), or the node
+    /// is shutting down.
+    accept_held: bool,
 }
 
 impl Node {
@@ -198,6 +203,7 @@ impl Node {
             counters: Counters::default(),
             in_note: String::new(),
             active: 0,
+            accept_held: false,
             heard: Vec::new(),
             ports_used: 0,
         };
@@ -389,6 +395,8 @@ impl Node {
     /// out through [`next_transmit`](Self::next_transmit)), TIME-WAIT entries end, and
     /// every journey is closed.
     pub fn shutdown(&mut self, now: Instant) {
+        // Each abort frees a place; no queued connection is to be served in it.
+        self.accept_held = true;
         for slot in self.conns.slots() {
             if let Some(conn) = self.conns.get_mut(slot)
                 && !matches!(conn.state, tcp::State::TimeWait | tcp::State::Closed)

@@ -868,3 +868,36 @@ fn a_datagram_for_an_applications_udp_socket_is_named_as_such_and_not_refused() 
     assert_eq!(reply.len(), 1, "ICMP port unreachable");
     assert!(h.in_note.contains("nothing listens"), "{}", h.in_note);
 }
+
+#[test]
+fn a_long_accept_queue_is_served_in_a_loop_not_by_recursion() {
+    // One place to serve, 2000 connections waiting with their requests already in.
+    // Freeing the place serves them one after another; each one served frees the place
+    // again. Done by recursion, that is 2000 nested turns: more than a thread's stack.
+    const WAITING: u16 = 2000;
+    let mut h = Harness::new(|c| {
+        c.max_conns = 1;
+        c.backlog = usize::from(WAITING) + 1;
+    });
+    let server = addr(SERVER);
+    let first = addr("10.77.0.1:20000");
+    let (seq0, ack0) = h.connect(first, 1);
+    for i in 1..=WAITING {
+        let client = SocketAddrV4::new([10, 77, 0, 1].into(), 20000 + i);
+        let (seq, ack) = h.connect(client, 1);
+        let req = get("x", true);
+        let reply = h.send(&tcp(client, server, seq, Some(ack), "PA", &req, &[]));
+        assert!(
+            reply.iter().all(|s| s.seg().payload_len == 0),
+            "{client} waits in the accept queue"
+        );
+    }
+    let req = get("x", true);
+    let reply = h.send(&tcp(first, server, seq0, Some(ack0), "PA", &req, &[]));
+    let served = reply.iter().filter(|s| s.seg().fin).count();
+    assert_eq!(
+        served,
+        usize::from(WAITING) + 1,
+        "each connection was served and closed"
+    );
+}
