@@ -170,6 +170,53 @@ fn fetch_from_the_kernels_tcp_walks_through_time_wait() {
 }
 
 #[test]
+fn waiting_out_time_wait_after_max_time_sleeps() {
+    // --max-time bounds the exchange, not TIME-WAIT: once it has passed, the wait for the
+    // TIME-WAIT timer must sleep in poll(2), not wake at once over and over.
+    let Some(ns) = Netns::new("fetch-tw-cpu") else {
+        return;
+    };
+    let www = ns.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("small.txt"), b"small").unwrap();
+    let Some(_py) = PyServer::start(&ns, &www) else {
+        return;
+    };
+    let mut child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            env!("CARGO_BIN_EXE_synack"),
+            "fetch",
+        ])
+        .args(["--tun", "tun0", "--addr", "10.77.0.2/24", "--no-capture"])
+        .args(["--journey", "off", "--max-time", "2", "--time-wait", "4"])
+        .args(["-o", "/dev/null", "http://10.77.0.1:8000/small.txt"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our own child, not yet waited for; status and usage outlive the call.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(rc, pid);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{status:#x}: {err}"
+    );
+    assert!(err.contains("we closed first (TIME-WAIT)"), "{err}");
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let cpu = secs(usage.ru_utime) + secs(usage.ru_stime);
+    // A busy loop would spend most of the 2 s after --max-time on the CPU.
+    assert!(cpu < 0.5, "{cpu:.2} s of CPU for a 4 s TIME-WAIT");
+}
+
+#[test]
 fn a_port_nothing_listens_on_is_refused_and_an_http_error_has_its_code() {
     let Some(ns) = Netns::new("fetch-rst") else {
         return;

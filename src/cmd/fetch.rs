@@ -218,10 +218,10 @@ pub fn run(args: FetchArgs) -> anyhow::Result<u8> {
         } else if std::time::Instant::now() > deadline {
             break Err(FetchError::Timeout(args.max_time));
         }
-        // Wake up for --max-time even if nothing else is due.
-        driver.turn(Some(
-            deadline.saturating_duration_since(std::time::Instant::now()),
-        ))?;
+        // Wake up for --max-time even if nothing else is due; once the exchange is done
+        // only TIME-WAIT is left, which the node's own timer ends.
+        let max_time_left = deadline.saturating_duration_since(std::time::Instant::now());
+        driver.turn((!client.talked()).then_some(max_time_left))?;
     };
     let finished = driver.shutdown();
     let complete = setup::report_capture(finished, summary.as_ref());
