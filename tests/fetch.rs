@@ -182,6 +182,8 @@ fn waiting_out_time_wait_after_max_time_sleeps() {
     let Some(_py) = PyServer::start(&ns, &www) else {
         return;
     };
+    // Reaped by wait4 below, which also says what the child cost.
+    #[allow(clippy::zombie_processes)]
     let mut child = Command::new("ip")
         .args([
             "netns",
