@@ -223,6 +223,9 @@ pub struct Counters {
     pub dropped_checksum: u64,
     pub dropped_malformed: u64,
     pub dropped_not_for_us: u64,
+    /// From a source no peer can have (ours, a broadcast, multicast, loopback, the
+    /// subnet's own addresses): a LAND attack or a spoof (RFC 1812 §5.3.7).
+    pub dropped_martian: u64,
     pub fragments_reassembled: u64,
     pub fragments_expired: u64,
     /// Resets we sent for segments to closed ports (RFC 9293 §3.10.7.1).

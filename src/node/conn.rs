@@ -50,8 +50,6 @@ pub struct SeqTrack {
     pub our_wscale: u8,
     /// The scale our SYN offered, until the peer's SYN-ACK says whether it applies.
     pub offered_wscale: Option<u8>,
-    /// One past the peer's FIN, once we have seen it.
-    pub peer_fin_end: Option<u32>,
     /// Bytes the application has read.
     pub read: u64,
 }
@@ -107,9 +105,14 @@ impl SeqTrack {
         };
     }
 
-    /// Takes note of a segment the peer sent (and smoltcp accepted).
+    /// Takes note of a segment the peer sent, before smoltcp judges it: only what smoltcp
+    /// will accept too is kept.
     pub fn received(&mut self, s: &Segment) {
-        if s.syn {
+        // The first SYN the connection takes sets IRS: a SYN, or a SYN-ACK acknowledging
+        // our SYN exactly (RFC 9293 §3.10.7.3). A later SYN with another sequence number
+        // is one smoltcp refuses (a challenge ACK), and must not move RCV.NXT.
+        let acceptable = !s.ack_flag || Some(s.ack) == self.snd_nxt;
+        if s.syn && self.irs.is_none() && acceptable {
             self.irs = Some(s.seq);
             if s.ack_flag {
                 // Our SYN's scale applies only if the peer's SYN-ACK offers one too.
@@ -118,9 +121,6 @@ impl SeqTrack {
                     None => 0,
                 };
             }
-        }
-        if s.fin {
-            self.peer_fin_end = Some(s.seq.wrapping_add(s.seq_len()));
         }
     }
 }

@@ -156,6 +156,11 @@ impl Device for OnePacket<'_> {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ip;
         caps.max_transmission_unit = self.mtu;
+        // The node verifies IPv4 and TCP checksums before anything acts on a packet (see
+        // `wire::ipv4_admit`, `Node::tcp_in`), to count and say what it drops; smoltcp
+        // computes them on the way out only. UDP and ICMP it still checks.
+        caps.checksum.ipv4 = smoltcp::phy::Checksum::Tx;
+        caps.checksum.tcp = smoltcp::phy::Checksum::Tx;
         caps
     }
 }

@@ -225,7 +225,9 @@ impl Node {
         self.in_note.clear();
         self.counters.packets_in += 1;
         self.counters.bytes_in += packet.len() as u64;
-        if fragments::Reassembly::is_fragment(packet) {
+        if let Err(refused) = self.ip_in(packet) {
+            self.refuse_ip(refused);
+        } else if fragments::Reassembly::is_fragment(packet) {
             self.fragment_in(now, packet);
         } else {
             self.dispatch(now, packet);
@@ -233,22 +235,28 @@ impl Node {
         serial
     }
 
-    /// Sends a packet on to what handles it: a connection, TIME-WAIT, a listener, or the
-    /// node's other sockets.
-    fn dispatch(&mut self, now: Instant, packet: &[u8]) {
-        let Some(dst) = wire::ipv4_destination(packet) else {
-            self.counters.dropped_malformed += 1;
-            self.note_in(format_args!(
-                "dropped: not an IPv4 packet with a whole header ({} B)",
-                packet.len()
-            ));
-            return;
-        };
-        if dst != self.cfg.addr {
-            self.counters.dropped_not_for_us += 1;
-            self.note_in(format_args!("dropped: addressed to {dst}, not to us"));
-            return;
+    /// What every packet must be before anything acts on it, fragments included (so that
+    /// fragments not for us take no place in reassembly): a whole IPv4 header whose
+    /// checksum is right (RFC 791), for our address, from a source that can be a peer.
+    fn ip_in(&self, packet: &[u8]) -> Result<(), wire::IpRefused> {
+        let (src, _dst) = wire::ipv4_admit(packet, self.cfg.addr)?;
+        wire::martian_source(src, self.cfg.addr, self.cfg.prefix)
+    }
+
+    fn refuse_ip(&mut self, refused: wire::IpRefused) {
+        use wire::IpRefused::*;
+        match refused {
+            Malformed(_) => self.counters.dropped_malformed += 1,
+            Checksum => self.counters.dropped_checksum += 1,
+            NotForUs(_) => self.counters.dropped_not_for_us += 1,
+            Martian(..) => self.counters.dropped_martian += 1,
         }
+        self.note_in(format_args!("dropped: {refused}"));
+    }
+
+    /// Sends a whole datagram on to what handles it: a connection, TIME-WAIT, a listener,
+    /// or the node's other sockets.
+    fn dispatch(&mut self, now: Instant, packet: &[u8]) {
         if packet[9] == 6 {
             match crate::observe::Segment::parse(packet) {
                 Some(seg) => self.tcp_in(now, packet, seg),

@@ -21,18 +21,27 @@ const TIME_WAIT_ISN_GAP: u32 = 65_535 + 2;
 
 impl Node {
     pub(super) fn tcp_in(&mut self, now: Instant, packet: &[u8], seg: Segment) {
+        // Before anything acts on it: a corrupted segment must not end a TIME-WAIT, draw
+        // a challenge ACK or take a place in the SYN queue (smoltcp is told not to check
+        // again, see `device`).
+        if !wire::tcp_checksum_ok(packet) {
+            self.counters.dropped_checksum += 1;
+            self.note_in(format_args!("dropped: bad TCP checksum"));
+            return;
+        }
         let tuple = seg.tuple(Direction::In);
         if let Some(slot) = self.conns.find(&tuple) {
             return self.conn_in(now, slot, packet, seg);
         }
+        let listener = self.listeners.iter().position(|l| l.port == seg.dst.port());
         let mut isn = None;
         if let Some(tw) = self.time_wait.find(&tuple) {
-            match self.time_wait_in(now, tw, &seg) {
+            match self.time_wait_in(now, tw, &seg, listener.is_some()) {
                 Some(next) => isn = Some(next),
                 None => return,
             }
         }
-        let Some(l) = self.listeners.iter().position(|l| l.port == seg.dst.port()) else {
+        let Some(l) = listener else {
             return self.reset_closed(&seg, "nothing listens on this port");
         };
         if seg.rst {
@@ -48,8 +57,17 @@ impl Node {
             }
         } else if seg.ack_flag && !seg.syn {
             self.ack_to_listener(now, l, packet, seg);
+        } else if seg.syn {
+            // A SYN-ACK to a listening port: an ACK with no connection (RFC 9293
+            // §3.10.7.2 answers an ACK in LISTEN with <SEQ=SEG.ACK><CTL=RST>).
+            self.reset_closed(&seg, "no connection for this SYN-ACK");
         } else {
-            self.reset_closed(&seg, "no connection for this segment");
+            // RFC 9293 §3.10.7.2 (LISTEN): any other segment (no SYN, no ACK, no RST:
+            // FIN, PSH, URG or none of them) is dropped; Linux does the same, so a FIN or
+            // NULL scan cannot tell this open port from a closed one by a RST.
+            self.note_in(format_args!(
+                "dropped: neither SYN, ACK nor RST, to a listening port (RFC 9293 §3.10.7.2)"
+            ));
         }
     }
 
@@ -125,9 +143,22 @@ impl Node {
 
     /// A segment for a connection in TIME-WAIT. Returns the ISN for a new connection if
     /// it is a SYN that may start one.
-    fn time_wait_in(&mut self, now: Instant, tw: u32, seg: &Segment) -> Option<u32> {
+    /// `listening`: a listener is on the port. Without one, a SYN that could start a new
+    /// connection gets the entry's ACK instead, and the entry stays (Linux's
+    /// `tcp_v4_rcv`: TCP_TW_SYN falls through to TCP_TW_ACK).
+    fn time_wait_in(
+        &mut self,
+        now: Instant,
+        tw: u32,
+        seg: &Segment,
+        listening: bool,
+    ) -> Option<u32> {
         let entry = *self.time_wait.get(tw)?;
-        match entry.judge(seg) {
+        let verdict = match entry.judge(seg) {
+            Verdict::NewSyn if !listening => Verdict::Ack,
+            v => v,
+        };
+        match verdict {
             Verdict::FinAgain => {
                 self.counters.time_wait_fin_acked += 1;
                 let length = self.cfg.time_wait;
@@ -165,7 +196,7 @@ impl Node {
             Verdict::Reset => {
                 self.end_time_wait(now, tw, TimeWaitEnd::Reset);
                 self.note_in(format_args!(
-                    "TIME-WAIT ends: RST in the window (as Linux with tcp_rfc1337=0)"
+                    "TIME-WAIT ends: RST at RCV.NXT (as Linux with tcp_rfc1337=0)"
                 ));
                 None
             }
@@ -184,7 +215,7 @@ impl Node {
                 None
             }
             Verdict::Ignore => {
-                self.note_in(format_args!("TIME-WAIT: RST outside the window, ignored"));
+                self.note_in(format_args!("TIME-WAIT: RST not at RCV.NXT, ignored"));
                 None
             }
         }
@@ -203,11 +234,6 @@ impl Node {
     /// client retransmits, and gets in once there is room). The SYN queue full: a cookie.
     /// Otherwise a new connection.
     fn syn_in(&mut self, now: Instant, l: usize, packet: &[u8], seg: Segment, isn: Option<u32>) {
-        if !wire::tcp_checksum_ok(packet) {
-            self.counters.dropped_checksum += 1;
-            self.note_in(format_args!("dropped: bad TCP checksum"));
-            return;
-        }
         let (port, waiting, half_open, backlog, syn_backlog) = {
             let l = &self.listeners[l];
             (
@@ -287,7 +313,7 @@ impl Node {
         let recent = self.listeners[l]
             .last_cookie
             .is_some_and(|t| secs(now).saturating_sub(secs(t)) < 3 * 64);
-        if recent && wire::tcp_checksum_ok(packet) {
+        if recent {
             let cookie = seg.ack.wrapping_sub(1);
             let peer_isn = seg.seq.wrapping_sub(1);
             match self

@@ -700,7 +700,11 @@ fn ping_is_answered_and_fragments_are_put_back_together() {
             p[2..4].copy_from_slice(&total.to_be_bytes());
             let fo = (i * 1480 / 8) as u16 | if more { 0x2000 } else { 0 };
             p[6..8].copy_from_slice(&fo.to_be_bytes());
-            p[10..12].copy_from_slice(&[0, 0]);
+            let sum = etherparse::Ipv4Header::from_slice(&p)
+                .unwrap()
+                .0
+                .calc_header_checksum();
+            p[10..12].copy_from_slice(&sum.to_be_bytes());
             p.extend_from_slice(chunk);
             p
         })
@@ -900,4 +904,113 @@ fn a_long_accept_queue_is_served_in_a_loop_not_by_recursion() {
         usize::from(WAITING) + 1,
         "each connection was served and closed"
     );
+}
+
+#[test]
+fn packets_no_peer_can_send_are_dropped_counted_and_said() {
+    let mut h = Harness::new(|_| {});
+    let server = addr(SERVER);
+    // A LAND SYN (from our own address and port), and SYNs from the subnet's network and
+    // broadcast addresses: nothing answers, nothing is kept.
+    for src in ["10.77.0.2:80", "10.77.0.0:40000", "10.77.0.255:40000"] {
+        let reply = h.send(&tcp(addr(src), server, 1, None, "S", &[], &syn_options()));
+        assert!(reply.is_empty(), "{src}: {reply:?}");
+        assert!(h.in_note.contains("martian source"), "{}", h.in_note);
+    }
+    assert_eq!(h.node.counters().dropped_martian, 3);
+    assert_eq!(h.node.connections(), (0, 0));
+    // A bad IPv4 header checksum, and a total length past what came.
+    let mut bad = tcp(addr("10.77.0.1:40000"), server, 1, None, "S", &[], &[]);
+    bad[10] ^= 0x40;
+    assert!(h.send(&bad).is_empty());
+    assert!(
+        h.in_note.contains("bad IPv4 header checksum"),
+        "{}",
+        h.in_note
+    );
+    assert_eq!(h.node.counters().dropped_checksum, 1);
+    let short = tcp(addr("10.77.0.1:40000"), server, 1, None, "S", &[], &[]);
+    assert!(h.send(&short[..30]).is_empty());
+    assert!(
+        h.in_note.contains("total length 40 B but 30 B came"),
+        "{}",
+        h.in_note
+    );
+}
+
+#[test]
+fn a_listening_port_drops_what_has_neither_syn_ack_nor_rst() {
+    let mut h = Harness::new(|_| {});
+    let client = addr("10.77.0.1:40100");
+    for flags in ["F", "", "P", "U", "FPU"] {
+        let reply = h.send(&tcp(client, addr(SERVER), 7, None, flags, &[], &[]));
+        assert!(reply.is_empty(), "{flags:?}: {reply:?}");
+        assert!(h.in_note.contains("RFC 9293 §3.10.7.2"), "{}", h.in_note);
+    }
+    // A closed port still answers them (RFC 9293 §3.10.7.1).
+    let reply = h.send(&tcp(client, addr("10.77.0.2:81"), 7, None, "F", &[], &[]));
+    assert!(reply[0].seg().rst);
+}
+
+#[test]
+fn a_corrupted_segment_is_counted_and_changes_nothing() {
+    let mut h = Harness::new(|_| {});
+    let client = addr("10.77.0.1:43010");
+    let server = addr(SERVER);
+    let (seq, _) = close_from_server(&mut h, client, 1000);
+    // The exact RST that would end TIME-WAIT, with one bit flipped in transit.
+    let mut rst = tcp(client, server, seq, None, "R", &[], &[]);
+    let last = rst.len() - 1;
+    rst[last] ^= 0x01;
+    assert!(h.send(&rst).is_empty());
+    assert!(h.in_note.contains("bad TCP checksum"), "{}", h.in_note);
+    assert_eq!(h.node.connections().1, 1, "TIME-WAIT stays");
+    // On an established connection too: counted and said, not silently gone.
+    let client = addr("10.77.0.1:43011");
+    let (seq, ack) = h.connect(client, 1000);
+    let mut data = tcp(client, server, seq, Some(ack), "PA", &get("x", false), &[]);
+    data[40] ^= 0x01;
+    assert!(h.send(&data).is_empty());
+    assert!(h.in_note.contains("bad TCP checksum"), "{}", h.in_note);
+    assert_eq!(h.node.counters().dropped_checksum, 2);
+}
+
+#[test]
+fn a_new_syn_into_time_wait_with_no_listener_gets_the_entrys_ack() {
+    let mut h = Harness::new(|_| {});
+    let peer = addr("10.77.0.1:9000");
+    let id = h
+        .node
+        .app_connect(h.now, Some(5555), peer, h.node.cfg.socket_options())
+        .unwrap();
+    let syn = h.drain()[0].seg();
+    let us = addr("10.77.0.2:5555");
+    h.send(&tcp(peer, us, 100, Some(syn.seq + 1), "SA", &[], &[]));
+    h.node.app_close(h.now, id, false);
+    let fin = h.drain().iter().map(Sent::seg).find(|s| s.fin).unwrap();
+    h.send(&tcp(peer, us, 101, Some(fin.seq + 1), "FA", &[], &[]));
+    assert_eq!(h.node.connections().1, 1, "we closed first: TIME-WAIT");
+    // A SYN beyond the old connection, but nothing listens on 5555: the entry answers.
+    let reply = h.send(&tcp(peer, us, 100_000, None, "S", &[], &syn_options()));
+    assert_eq!(reply.len(), 1, "{}", h.in_note);
+    let ack = reply[0].seg();
+    assert!(ack.ack_flag && !ack.syn && !ack.rst, "{ack:?}");
+    assert_eq!(h.node.connections().1, 1, "and stays");
+}
+
+#[test]
+fn a_second_syn_in_syn_received_does_not_move_rcv_nxt() {
+    let mut h = Harness::new(|_| {});
+    let client = addr("10.77.0.1:44010");
+    let server = addr(SERVER);
+    let reply = h.send(&tcp(client, server, 1000, None, "S", &[], &syn_options()));
+    let ours = reply[0].seg().seq;
+    // A SYN with another ISN on the same 4-tuple (a spoof, or a confused peer).
+    h.send(&tcp(client, server, 5000, None, "S", &[], &syn_options()));
+    // The real peer completes the handshake, then resets exactly at RCV.NXT.
+    h.send(&tcp(client, server, 1001, Some(ours + 1), "A", &[], &[]));
+    assert_eq!(h.node.connections().0, 1);
+    h.send(&tcp(client, server, 1001, None, "R", &[], &[]));
+    assert!(!h.in_note.contains("challenge"), "{}", h.in_note);
+    assert_eq!(h.node.connections().0, 0, "the RST at RCV.NXT ends it");
 }

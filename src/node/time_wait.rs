@@ -5,7 +5,8 @@
 //! What a segment does to an entry (RFC 9293 §3.10.7.4, RFC 1122 §4.2.2.13, RFC 6191):
 //! - a retransmitted FIN is acknowledged again, and the timer restarts;
 //! - a SYN whose sequence number is beyond the old connection's starts a new connection;
-//! - a RST in the window ends the entry early (Linux with `tcp_rfc1337 = 0`);
+//! - a RST exactly at RCV.NXT ends the entry early (Linux with `tcp_rfc1337 = 0`); any
+//!   other RST is dropped;
 //! - anything else gets an ACK repeating where the connection ended.
 
 use std::collections::HashMap;
@@ -45,10 +46,11 @@ pub enum Verdict {
     FinAgain,
     /// A SYN with a higher sequence number: the entry ends, a new connection may begin.
     NewSyn,
-    /// A RST in the window: the entry ends.
+    /// A RST at RCV.NXT: the entry ends.
     Reset,
-    /// Anything else: ACK where the connection ended (a RST out of the window is dropped).
+    /// Anything else: ACK where the connection ended.
     Ack,
+    /// A RST not at RCV.NXT: dropped.
     Ignore,
 }
 
@@ -119,10 +121,9 @@ impl Entry {
     pub fn judge(&self, seg: &Segment) -> Verdict {
         let after = |a: u32, b: u32| (a.wrapping_sub(b) as i32) > 0;
         if seg.rst {
-            // In the window: at or a little past RCV.NXT (the window is what we advertised).
-            let offset = seg.seq.wrapping_sub(self.rcv_nxt);
-            let window = u32::from(self.window).max(1);
-            return if offset < window {
+            // Only a RST exactly at RCV.NXT ends the entry; any other is dropped unanswered
+            // (Linux's tcp_timewait_state_process with tcp_rfc1337 = 0).
+            return if seg.seq == self.rcv_nxt {
                 Verdict::Reset
             } else {
                 Verdict::Ignore
@@ -209,7 +210,11 @@ mod tests {
         assert_eq!(e.judge(&seg("S", 501)), Verdict::NewSyn);
         assert_eq!(e.judge(&seg("S", 400)), Verdict::Ack, "an old SYN");
         assert_eq!(e.judge(&seg("R", 500)), Verdict::Reset);
-        assert_eq!(e.judge(&seg("R", 900)), Verdict::Reset, "in the window");
+        assert_eq!(
+            e.judge(&seg("R", 501)),
+            Verdict::Ignore,
+            "in the window but not at RCV.NXT: Linux drops it"
+        );
         assert_eq!(e.judge(&seg("R", 5000)), Verdict::Ignore, "out of it");
         assert_eq!(e.judge(&seg(".", 500)), Verdict::Ack);
         let ack = e.ack();

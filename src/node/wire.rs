@@ -122,9 +122,99 @@ pub fn tcp_checksum_ok(packet: &[u8]) -> bool {
     tcp.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst))
 }
 
-/// The IPv4 destination of a packet, if it is IPv4 with a whole header.
-pub fn ipv4_destination(packet: &[u8]) -> Option<Ipv4Addr> {
-    Ipv4Packet::new_checked(packet).ok().map(|p| p.dst_addr())
+/// Why an IPv4 packet is not taken, in the words its capture comment uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpRefused {
+    Malformed(Malformed),
+    Checksum,
+    NotForUs(Ipv4Addr),
+    Martian(Ipv4Addr, &'static str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    Short(usize),
+    Version(u8),
+    HeaderLength(usize, usize),
+    TotalLength(usize, usize),
+}
+
+impl std::fmt::Display for IpRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            IpRefused::Malformed(Malformed::Short(n)) => {
+                write!(f, "{n} B, shorter than an IPv4 header")
+            }
+            IpRefused::Malformed(Malformed::Version(v)) => write!(f, "IP version {v}, not 4"),
+            IpRefused::Malformed(Malformed::HeaderLength(h, n)) => {
+                write!(f, "IPv4 header length {h} B in a packet of {n} B")
+            }
+            IpRefused::Malformed(Malformed::TotalLength(t, n)) => {
+                write!(f, "IPv4 total length {t} B but {n} B came")
+            }
+            IpRefused::Checksum => write!(f, "bad IPv4 header checksum"),
+            IpRefused::NotForUs(dst) => write!(f, "addressed to {dst}, not to us"),
+            IpRefused::Martian(src, what) => {
+                write!(f, "martian source {src} ({what}, RFC 1812 §5.3.7)")
+            }
+        }
+    }
+}
+
+/// Checks an IPv4 packet's header (RFC 791) and destination; returns its source and
+/// destination. The node checks the header checksum itself (smoltcp is told not to), so
+/// that a corrupted packet is counted and said, not dropped without a word.
+pub fn ipv4_admit(packet: &[u8], us: Ipv4Addr) -> Result<(Ipv4Addr, Ipv4Addr), IpRefused> {
+    use IpRefused::Malformed as M;
+    if packet.len() < 20 {
+        return Err(M(Malformed::Short(packet.len())));
+    }
+    if packet[0] >> 4 != 4 {
+        return Err(M(Malformed::Version(packet[0] >> 4)));
+    }
+    let header = usize::from(packet[0] & 0x0f) * 4;
+    if header < 20 || header > packet.len() {
+        return Err(M(Malformed::HeaderLength(header, packet.len())));
+    }
+    let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+    if total < header || total > packet.len() {
+        return Err(M(Malformed::TotalLength(total, packet.len())));
+    }
+    let ip = Ipv4Packet::new_unchecked(packet);
+    if !ip.verify_checksum() {
+        return Err(IpRefused::Checksum);
+    }
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    if dst != us {
+        return Err(IpRefused::NotForUs(dst));
+    }
+    Ok((src, dst))
+}
+
+/// Whether `src` can be a peer's address, as Linux's martian filter has it: not ours
+/// (a LAND attack), not unspecified, loopback, multicast or broadcast, and not our
+/// subnet's network or broadcast address.
+pub fn martian_source(src: Ipv4Addr, us: Ipv4Addr, prefix: u8) -> Result<(), IpRefused> {
+    let what = if src == us {
+        "our own address"
+    } else if src.is_unspecified() {
+        "unspecified"
+    } else if src.is_loopback() {
+        "loopback"
+    } else if src.is_multicast() {
+        "multicast"
+    } else if src.is_broadcast() {
+        "broadcast"
+    } else if prefix <= 30 && {
+        let mask = u32::MAX << (32 - u32::from(prefix.max(1)));
+        let (s, net) = (u32::from(src), u32::from(us) & mask);
+        s == net || s == net | !mask
+    } {
+        "our subnet's network or broadcast address"
+    } else {
+        return Ok(());
+    };
+    Err(IpRefused::Martian(src, what))
 }
 
 #[cfg(test)]
