@@ -255,15 +255,21 @@ impl Node {
 
     fn drain_accept_queues(&mut self, now: Instant) {
         while self.active < self.cfg.max_conns {
-            let Some((l, (slot, generation))) = self
-                .listeners
-                .iter_mut()
-                .enumerate()
-                .filter(|(_, l)| !l.app)
-                .find_map(|(i, l)| Some((i, l.accept.pop_front()?)))
-            else {
+            // The listeners take turns (HTTP, HTTPS), so that one's queue cannot keep the
+            // other's waiting.
+            let n = self.listeners.len();
+            let start = self.accept_turn % n.max(1);
+            let listeners = &mut self.listeners;
+            let Some((l, (slot, generation))) = (0..n).map(|k| (start + k) % n).find_map(|i| {
+                let l = &mut listeners[i];
+                if l.app {
+                    return None;
+                }
+                Some((i, l.accept.pop_front()?))
+            }) else {
                 return;
             };
+            self.accept_turn = l + 1;
             if self.conns.generation(slot) != generation {
                 continue;
             }

@@ -233,25 +233,11 @@ impl Node {
         remote: SocketAddrV4,
         conversation: impl FnOnce(ConnId, Instant) -> Box<dyn Conversation>,
     ) -> Result<ConnId, NodeError> {
-        // Like Linux's connect(), skip ports whose 4-tuple is still in use or in TIME-WAIT.
-        let mut tuple;
-        loop {
-            let port = ephemeral_port(self.cfg.seed, self.ports_used);
-            self.ports_used += 1;
-            tuple = FourTuple {
-                local: SocketAddrV4::new(self.cfg.addr, port),
-                remote,
-            };
-            if self.conns.find(&tuple).is_none() && self.time_wait.find(&tuple).is_none() {
-                break;
-            }
-            if self.ports_used % EPHEMERAL_COUNT == 0 {
-                return Err(NodeError::Connect(
-                    remote,
-                    "no ephemeral port is free".into(),
-                ));
-            }
-        }
+        let port = self.free_ephemeral_port(remote)?;
+        let tuple = FourTuple {
+            local: SocketAddrV4::new(self.cfg.addr, port),
+            remote,
+        };
         let id = self
             .journal
             .open(tuple.local, tuple.remote, now.total_micros());
@@ -260,25 +246,56 @@ impl Node {
         }
         let session = conversation(id, now);
         let opts = self.cfg.socket_options();
-        let slot = self.new_conn(
-            now,
-            tuple,
-            Opened::Active,
-            Some(session),
-            Some(id),
-            opts,
-            false,
-        )?;
+        self.open_active(now, tuple, Some(session), Some(id), opts, false)
+    }
+
+    /// An ephemeral port whose 4-tuple to `remote` is neither in use nor in TIME-WAIT,
+    /// as Linux's connect() picks one; none after a whole round of the range.
+    pub(super) fn free_ephemeral_port(&mut self, remote: SocketAddrV4) -> Result<u16, NodeError> {
+        for _ in 0..EPHEMERAL_COUNT {
+            let port = ephemeral_port(self.cfg.seed, self.ports_used);
+            self.ports_used = self.ports_used.wrapping_add(1);
+            let local = SocketAddrV4::new(self.cfg.addr, port);
+            if !self.tuple_in_use(&FourTuple { local, remote }) {
+                return Ok(port);
+            }
+        }
+        Err(NodeError::Connect(
+            remote,
+            "no ephemeral port is free".into(),
+        ))
+    }
+
+    /// Whether a connection or a TIME-WAIT entry holds `tuple`.
+    pub(super) fn tuple_in_use(&self, tuple: &FourTuple) -> bool {
+        self.conns.find(tuple).is_some() || self.time_wait.find(tuple).is_some()
+    }
+
+    /// Opens connection `tuple` (our SYN goes out at once). `session`, `id`, `app`: as
+    /// `new_conn` takes them.
+    pub(super) fn open_active(
+        &mut self,
+        now: Instant,
+        tuple: FourTuple,
+        session: Option<Box<dyn Conversation>>,
+        id: Option<ConnId>,
+        opts: super::SocketOptions,
+        app: bool,
+    ) -> Result<ConnId, NodeError> {
+        let slot = self.new_conn(now, tuple, Opened::Active, session, id, opts, app)?;
         let mut conn = self.conns.take(slot).expect("just made");
         let opened = conn.socket_mut().connect(
             self.iface.context(),
-            (IpAddress::Ipv4(*remote.ip()), remote.port()),
+            (IpAddress::Ipv4(*tuple.remote.ip()), tuple.remote.port()),
             tuple.local.port(),
         );
-        self.conns.put(slot, conn);
+        let id = conn.id;
         if let Err(e) = opened {
-            return Err(NodeError::Connect(remote, e.to_string()));
+            // Nothing was sent: the reserved connection, its buffers and its 4-tuple go.
+            self.remove_conn(now, slot, conn, None);
+            return Err(NodeError::Connect(tuple.remote, e.to_string()));
         }
+        self.conns.put(slot, conn);
         self.turn(now, slot, Cause::App);
         Ok(id)
     }

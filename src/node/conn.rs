@@ -52,6 +52,9 @@ pub struct SeqTrack {
     pub offered_wscale: Option<u8>,
     /// Bytes the application has read.
     pub read: u64,
+    /// When we last sent a challenge ACK on this connection (see
+    /// `guard::per_connection_allows`).
+    pub last_challenge: Option<Instant>,
 }
 
 impl SeqTrack {

@@ -93,9 +93,14 @@ impl RateLimit {
         let last = *self.refilled.get_or_insert(now);
         let elapsed = now - last;
         if elapsed >= Duration::from_millis(1) {
-            let add = (elapsed.total_micros() * u64::from(self.per_sec) / 1_000_000) as u32;
+            // In u64 and capped before narrowing: after a long quiet spell `add` is huge.
+            let add = elapsed
+                .total_micros()
+                .saturating_mul(u64::from(self.per_sec))
+                / 1_000_000;
             if add > 0 {
-                self.tokens = (self.tokens + add).min(self.per_sec);
+                let tokens = (u64::from(self.tokens) + add).min(u64::from(self.per_sec));
+                self.tokens = tokens as u32;
                 self.refilled = Some(now);
             }
         }
@@ -105,6 +110,17 @@ impl RateLimit {
         self.tokens -= 1;
         true
     }
+}
+
+/// One out-of-window ACK (a challenge ACK, or TIME-WAIT's ACK) per connection per this
+/// long: Linux's `tcp_invalid_ratelimit` (500 ms). It keeps one connection's attacker
+/// from spending the global budget that every connection shares (CVE-2016-5696 used a
+/// global limit alone to learn of other connections).
+pub const PER_CONNECTION_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Whether a connection that last sent such an ACK at `last` may send one at `now`.
+pub fn per_connection_allows(last: Option<Instant>, now: Instant) -> bool {
+    last.is_none_or(|t| now - t >= PER_CONNECTION_INTERVAL)
 }
 
 #[cfg(test)]
@@ -120,5 +136,22 @@ mod tests {
         assert!(r.allow(t0 + Duration::from_millis(100)));
         let later = t0 + Duration::from_secs(10);
         assert_eq!((0..20).filter(|_| r.allow(later)).count(), 10);
+        // Fifty days of quiet: the refill saturates instead of overflowing.
+        let much_later = later + Duration::from_secs(50 * 86_400);
+        assert_eq!((0..20).filter(|_| r.allow(much_later)).count(), 10);
+    }
+
+    #[test]
+    fn one_challenge_per_connection_per_interval() {
+        let t0 = Instant::from_secs(5);
+        assert!(per_connection_allows(None, t0));
+        assert!(!per_connection_allows(
+            Some(t0),
+            t0 + Duration::from_millis(499)
+        ));
+        assert!(per_connection_allows(
+            Some(t0),
+            t0 + PER_CONNECTION_INTERVAL
+        ));
     }
 }

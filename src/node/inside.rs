@@ -121,7 +121,7 @@ impl Inside {
             && !seg.fin
             && self.last_ack == Some((seg.ack, seg.window));
         if duplicate {
-            self.dup_acks += 1;
+            self.dup_acks = self.dup_acks.saturating_add(1);
         } else {
             self.dup_acks = 0;
         }

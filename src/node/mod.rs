@@ -161,6 +161,8 @@ pub struct Node {
     /// settle it, which would otherwise recurse once per queued connection), or the node
     /// is shutting down.
     accept_held: bool,
+    /// The listener whose accept queue is served first next time (they take turns).
+    accept_turn: usize,
 }
 
 impl Node {
@@ -204,6 +206,7 @@ impl Node {
             in_note: String::new(),
             active: 0,
             accept_held: false,
+            accept_turn: 0,
             heard: Vec::new(),
             ports_used: 0,
         };

@@ -137,32 +137,18 @@ impl Node {
         remote: SocketAddrV4,
         opts: SocketOptions,
     ) -> Result<ConnId, NodeError> {
-        let port = local_port.unwrap_or_else(|| {
-            let p = super::client::ephemeral_port(self.cfg.seed, self.ports_used);
-            self.ports_used += 1;
-            p
-        });
+        let port = match local_port {
+            Some(p) => p,
+            None => self.free_ephemeral_port(remote)?,
+        };
         let tuple = FourTuple {
             local: SocketAddrV4::new(self.cfg.addr, port),
             remote,
         };
-        if self.conns.find(&tuple).is_some() || self.time_wait.find(&tuple).is_some() {
+        if self.tuple_in_use(&tuple) {
             return Err(NodeError::Connect(remote, "the 4-tuple is in use".into()));
         }
-        let slot = self.new_conn(now, tuple, Opened::Active, None, None, opts, true)?;
-        let mut conn = self.conns.take(slot).expect("just made");
-        let opened = conn.socket_mut().connect(
-            self.iface.context(),
-            (IpAddress::Ipv4(*remote.ip()), remote.port()),
-            port,
-        );
-        let id = conn.id;
-        self.conns.put(slot, conn);
-        if let Err(e) = opened {
-            return Err(NodeError::Connect(remote, e.to_string()));
-        }
-        self.turn(now, slot, Cause::App);
-        Ok(id)
+        self.open_active(now, tuple, None, None, opts, true)
     }
 
     /// Writes into the connection's send buffer; returns how much it took.

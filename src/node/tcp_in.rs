@@ -107,10 +107,17 @@ impl Node {
     /// really is. A peer that did send it answers with a RST at exactly RCV.NXT; a blind
     /// attacker never sees the ACK.
     fn challenge(&mut self, now: Instant, slot: u32, why: &'static str) {
-        let sent = self.challenges.allow(now);
-        let Some(conn) = self.conns.get(slot) else {
+        let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
+        // RFC 5961 §7: per connection first (Linux's tcp_invalid_ratelimit), then the
+        // budget every connection shares.
+        let this_conn = guard::per_connection_allows(conn.seq.last_challenge, now);
+        let sent = this_conn && self.challenges.allow(now);
+        if sent {
+            conn.seq.last_challenge = Some(now);
+        }
+        let conn = &*conn;
         let id = conn.id;
         if sent {
             self.counters.challenge_acks += 1;
@@ -125,6 +132,12 @@ impl Node {
             }
             self.note_in(format_args!(
                 "{why}: not acted on, answered with a challenge ACK"
+            ));
+        } else if !this_conn {
+            self.counters.challenge_acks_limited += 1;
+            self.note_in(format_args!(
+                "{why}: dropped (one challenge ACK per {} ms on a connection)",
+                guard::PER_CONNECTION_INTERVAL.total_millis()
             ));
         } else {
             self.counters.challenge_acks_limited += 1;
@@ -201,7 +214,10 @@ impl Node {
                 None
             }
             Verdict::Ack => {
-                if self.challenges.allow(now) {
+                if guard::per_connection_allows(entry.last_ack, now) && self.challenges.allow(now) {
+                    if let Some(e) = self.time_wait.get_mut(tw) {
+                        e.last_ack = Some(now);
+                    }
                     self.send_ack_from_time_wait(
                         &entry,
                         "TIME-WAIT repeats where the connection ended",

@@ -476,7 +476,9 @@ fn rfc_5961_challenges_a_blind_rst_and_syn_and_takes_the_exact_rst() {
     assert_eq!((c.seq, c.ack), (ack, seq), "<SEQ=SND.NXT><ACK=RCV.NXT>");
     assert!(reply[0].note.contains("challenge ACK"), "{}", reply[0].note);
     assert_eq!(h.node.active(), 1);
-    // A SYN on the synchronized connection: a challenge too.
+    // A SYN on the synchronized connection: a challenge too (once the connection's
+    // 500 ms between challenge ACKs has passed).
+    h.advance(Duration::from_millis(500));
     let reply = h.send(&tcp(client, server, 77, None, "S", &[], &syn_options()));
     assert!(reply[0].seg().ack_flag && !reply[0].seg().syn);
     assert!(h.in_note.contains("RFC 5961 §4.2"), "{}", h.in_note);
@@ -511,27 +513,47 @@ fn a_challenge_ack_in_syn_received_offers_the_window_in_scaled_form() {
 }
 
 #[test]
-fn challenge_acks_are_rate_limited() {
+fn challenge_acks_are_rate_limited_per_connection_and_in_all() {
     let mut h = Harness::new(|_| {});
+    let server = addr(SERVER);
     let client = addr("10.77.0.1:44001");
     let (seq, _) = h.connect(client, 1000);
-    let mut sent = 0;
-    for i in 0..3000 {
-        sent += h
-            .send(&tcp(
-                client,
-                addr(SERVER),
-                seq + 1 + i % 100,
-                None,
-                "R",
-                &[],
-                &[],
-            ))
-            .len();
-    }
-    assert_eq!(sent, limits::CHALLENGE_ACKS_PER_SEC as usize);
-    assert_eq!(h.node.counters().challenge_acks_limited, 2000);
+    let blind_rst = |h: &mut Harness, client, seq: u32, i: u32| {
+        h.send(&tcp(client, server, seq + 1 + i % 100, None, "R", &[], &[]))
+            .len()
+    };
+    // One connection: one challenge ACK per 500 ms, as Linux's tcp_invalid_ratelimit.
+    let sent: usize = (0..3000).map(|i| blind_rst(&mut h, client, seq, i)).sum();
+    assert_eq!(sent, 1);
+    assert!(
+        h.in_note.contains("per 500 ms on a connection"),
+        "{}",
+        h.in_note
+    );
+    h.advance(Duration::from_millis(500));
+    assert_eq!(
+        blind_rst(&mut h, client, seq, 0),
+        1,
+        "500 ms later, another"
+    );
     assert_eq!(h.node.active(), 1, "none of them reset it");
+    // Many connections: all of them together get at most the global budget a second.
+    let per_sec = limits::CHALLENGE_ACKS_PER_SEC as usize;
+    let clients: Vec<_> = (0..per_sec as u16 + 200)
+        .map(|i| {
+            let c = SocketAddrV4::new([10, 77, 0, 1].into(), 10_000 + i);
+            (c, h.connect(c, 1000).0)
+        })
+        .collect();
+    let sent: usize = clients
+        .iter()
+        .map(|&(c, seq)| blind_rst(&mut h, c, seq, 0))
+        .sum();
+    assert!(
+        sent <= per_sec && sent >= per_sec - 2,
+        "{sent} challenge ACKs in the same instant"
+    );
+    assert!(h.in_note.contains("/s"), "{}", h.in_note);
 }
 
 #[test]
@@ -1013,4 +1035,65 @@ fn a_second_syn_in_syn_received_does_not_move_rcv_nxt() {
     h.send(&tcp(client, server, 1001, None, "R", &[], &[]));
     assert!(!h.in_note.contains("challenge"), "{}", h.in_note);
     assert_eq!(h.node.connections().0, 0, "the RST at RCV.NXT ends it");
+}
+
+#[test]
+fn the_listeners_take_turns_at_a_freed_place() {
+    let mut h = Harness::new(|c| {
+        c.max_conns = 1;
+        c.https_port = Some(443);
+    });
+    let server = addr(SERVER);
+    let first = addr("10.77.0.1:21000");
+    let (seq0, ack0) = h.connect(first, 1);
+    // Three HTTP connections wait with their requests in, then one HTTPS connection.
+    for i in 1..=3 {
+        let client = SocketAddrV4::new([10, 77, 0, 1].into(), 21000 + i);
+        let (seq, ack) = h.connect(client, 1);
+        h.send(&tcp(
+            client,
+            server,
+            seq,
+            Some(ack),
+            "PA",
+            &get("x", true),
+            &[],
+        ));
+    }
+    let tls_client = addr("10.77.0.1:21009");
+    let reply = h.send(&tcp(
+        tls_client,
+        addr("10.77.0.2:443"),
+        1,
+        None,
+        "S",
+        &[],
+        &syn_options(),
+    ));
+    let ours = reply[0].seg().seq;
+    h.send(&tcp(
+        tls_client,
+        addr("10.77.0.2:443"),
+        2,
+        Some(ours + 1),
+        "A",
+        &[],
+        &[],
+    ));
+    // The place frees: one HTTP connection is served, then HTTPS has its turn (and keeps
+    // the place, waiting for its ClientHello) before the other two.
+    let reply = h.send(&tcp(
+        first,
+        server,
+        seq0,
+        Some(ack0),
+        "PA",
+        &get("x", true),
+        &[],
+    ));
+    let fins = reply.iter().filter(|s| s.seg().fin).count();
+    assert_eq!(
+        fins, 2,
+        "the first and one waiting HTTP connection, then HTTPS's turn"
+    );
 }

@@ -37,6 +37,9 @@ pub struct Entry {
     pub generation: u32,
     /// Where the timer heap has it (see `timers`).
     pub scheduled: Option<Instant>,
+    /// When the entry last sent an ACK for an unexpected segment (rate limited per
+    /// entry, as Linux's `tcp_timewait_check_oow_rate_limit`).
+    pub last_ack: Option<Instant>,
 }
 
 /// What a segment that found an entry does.
@@ -183,6 +186,7 @@ mod tests {
             active: false,
             generation: 0,
             scheduled: None,
+            last_ack: None,
         }
     }
 

@@ -395,7 +395,13 @@ impl Node {
 
     /// The connection is over: its journey ends, its socket and buffers are given back.
     /// `time_wait`: it goes on as a TIME-WAIT entry for that many seconds.
-    fn remove_conn(&mut self, now: Instant, slot: u32, mut conn: Conn, time_wait: Option<u64>) {
+    pub(super) fn remove_conn(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        mut conn: Conn,
+        time_wait: Option<u64>,
+    ) {
         if conn.counted_active {
             conn.counted_active = false;
             self.active -= 1;
@@ -497,6 +503,7 @@ impl Node {
             active: conn.opened_by == Opened::Active || conn.app,
             generation: 0,
             scheduled: None,
+            last_ack: None,
         });
         let owner = Owner::TimeWait {
             slot: tw,
