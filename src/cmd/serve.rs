@@ -188,6 +188,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
         syn_backlog: args.queues.syn_backlog,
         max_conns: args.max_conns,
         max_time_wait: args.queues.tw.max_time_wait,
+        max_closing: synack::node::limits::DEFAULT_MAX_CLOSING,
         time_wait: Duration::from_secs(args.queues.tw.time_wait),
         rx_buf: args.buffers.rx_buf,
         tx_buf: args.buffers.tx_buf,

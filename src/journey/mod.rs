@@ -280,6 +280,10 @@ pub enum What {
     Rst { dir: Direction, seq: u32 },
     /// We closed, and the connection did not finish closing in time: reset.
     FinTimeout { state: &'static str, secs: u64 },
+    /// The peer took none of our data (or our FIN) for `secs`: reset.
+    SendTimeout { state: &'static str, secs: u64 },
+    /// We closed it while `limit` closing connections were already waiting: reset.
+    TooManyClosing { limit: usize },
     /// `--max-time-wait` entries were in use: this connection closed without TIME-WAIT.
     TimeWaitSkipped { limit: usize },
     /// In TIME-WAIT, the peer's FIN came again: ACKed again, the timer restarted.

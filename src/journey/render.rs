@@ -412,6 +412,12 @@ pub fn describe(what: &What) -> String {
         What::FinTimeout { state, secs } => {
             format!("still {state} {secs} s after our FIN: reset (as Linux's tcp_fin_timeout)")
         }
+        What::SendTimeout { state, secs } => format!(
+            "{state}: the peer took none of our data for {secs} s: reset (as nginx's send_timeout)"
+        ),
+        What::TooManyClosing { limit } => format!(
+            "closed while {limit} closing connections wait already: reset (as Linux past tcp_max_orphans)"
+        ),
         What::TimeWaitSkipped { limit } => format!(
             "no TIME-WAIT: {limit} entries in use (--max-time-wait), as Linux past tcp_max_tw_buckets"
         ),

@@ -76,6 +76,8 @@ impl Node {
                 counted_active: false,
                 inside: Default::default(),
                 app,
+                stalled: None,
+                orphan: false,
             },
         );
         Ok(slot)

@@ -25,6 +25,10 @@ pub mod limits {
     /// connection closes without TIME-WAIT, and the journey says so.
     pub const DEFAULT_MAX_TIME_WAIT: usize = 131_072;
     pub const MAX_MAX_TIME_WAIT: usize = 4_194_304;
+    /// Connections we closed that still wait for their peer (FIN-WAIT, CLOSING,
+    /// LAST-ACK): Linux's `tcp_max_orphans` on a machine of a few GB. Past it, the next
+    /// one is reset rather than kept.
+    pub const DEFAULT_MAX_CLOSING: usize = 65_536;
     /// 2 MSL: Linux's `TCP_TIMEWAIT_LEN` (RFC 9293 §3.4.2 suggests MSL = 2 minutes).
     pub const DEFAULT_TIME_WAIT: Duration = Duration::from_secs(60);
     pub const MAX_TIME_WAIT: Duration = Duration::from_secs(600);
@@ -34,6 +38,11 @@ pub mod limits {
     pub const FIN_TIMEOUT: Duration = Duration::from_secs(60);
     /// A peer silent this long while we have unacknowledged data is gone: smoltcp aborts.
     pub const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(60);
+    /// A peer that is not silent but takes none of our data this long (a zero window it
+    /// never opens, a reader that stopped reading) is reset: nginx's `send_timeout`.
+    /// Linux alone would wait for ever; a server that did would let slow readers hold
+    /// every place and its buffers.
+    pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
     /// 64 KiB receive: a request head never needs more. One byte past what 16 bits can
     /// say, so smoltcp offers window scale 1 in the SYN-ACK (RFC 7323 §2.2).
     pub const DEFAULT_RX_BUF: usize = 64 * 1024;
@@ -132,6 +141,8 @@ pub struct Config {
     pub syn_backlog: usize,
     pub max_conns: usize,
     pub max_time_wait: usize,
+    /// Connections we closed that still wait for their peer (Linux's orphans), at most.
+    pub max_closing: usize,
     /// How long TIME-WAIT lasts (`--time-wait`; 2 MSL).
     pub time_wait: std::time::Duration,
     pub rx_buf: usize,
@@ -187,6 +198,7 @@ impl Default for Config {
             syn_backlog: limits::DEFAULT_SYN_BACKLOG,
             max_conns: limits::DEFAULT_MAX_CONNS,
             max_time_wait: limits::DEFAULT_MAX_TIME_WAIT,
+            max_closing: limits::DEFAULT_MAX_CLOSING,
             time_wait: limits::DEFAULT_TIME_WAIT,
             rx_buf: limits::DEFAULT_RX_BUF,
             tx_buf: limits::DEFAULT_TX_BUF,
@@ -241,6 +253,10 @@ pub struct Counters {
     pub time_wait_reused: u64,
     pub time_wait_fin_acked: u64,
     pub fin_timeouts: u64,
+    /// Connections reset because the peer took none of our data for `SEND_TIMEOUT`, and
+    /// those reset because `max_conns` closing connections were waiting already.
+    pub send_timeouts: u64,
+    pub closing_reset: u64,
     pub aborted_streams: u64,
     pub dns_answered: u64,
     pub dns_dropped: u64,

@@ -166,6 +166,11 @@ pub struct Conn {
     pub inside: super::inside::Inside,
     /// An application owns it through the socket API (not the HTTP server).
     pub app: bool,
+    /// Data or our FIN waits for the peer: SND.UNA as it stood, and since when it has
+    /// not moved (the send timeout).
+    pub stalled: Option<(Option<u32>, Instant)>,
+    /// Counted among the node's closing connections (closed by us, not yet gone).
+    pub orphan: bool,
 }
 
 impl Conn {

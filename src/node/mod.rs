@@ -152,6 +152,9 @@ pub struct Node {
     in_note: String,
     /// Connections being served (taken by the application, not yet closed by us).
     active: usize,
+    /// Connections we closed that still send (FIN-WAIT-1, FIN-WAIT-2, CLOSING, LAST-ACK):
+    /// Linux's orphans, at most `max_closing` of them.
+    orphans: usize,
     /// What smoltcp said while each packet of the current turn left (with internals on).
     heard: Vec<(usize, inside::Heard)>,
     /// Ephemeral ports handed out so far (the next derives from the seed and this).
@@ -205,6 +208,7 @@ impl Node {
             counters: Counters::default(),
             in_note: String::new(),
             active: 0,
+            orphans: 0,
             accept_held: false,
             accept_turn: 0,
             heard: Vec::new(),

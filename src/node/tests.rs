@@ -26,11 +26,26 @@ fn tcp(
     payload: &[u8],
     options: &[TcpOptionElement],
 ) -> Vec<u8> {
+    tcp_window(src, dst, seq, ack, flags, payload, options, 64_000)
+}
+
+/// [`tcp`] with the window field given.
+#[allow(clippy::too_many_arguments)]
+fn tcp_window(
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    seq: u32,
+    ack: Option<u32>,
+    flags: &str,
+    payload: &[u8],
+    options: &[TcpOptionElement],
+    window: u16,
+) -> Vec<u8> {
     let mut b = PacketBuilder::ipv4(src.ip().octets(), dst.ip().octets(), 64).tcp(
         src.port(),
         dst.port(),
         seq,
-        64_000,
+        window,
     );
     if flags.contains('S') {
         b = b.syn();
@@ -1096,4 +1111,90 @@ fn the_listeners_take_turns_at_a_freed_place() {
         fins, 2,
         "the first and one waiting HTTP connection, then HTTPS's turn"
     );
+}
+
+/// A client that asks for `bytes` with Connection: close and then offers a zero window,
+/// answering every probe. Returns what it needs to go on answering.
+fn zero_window_reader(h: &mut Harness, client: SocketAddrV4, bytes: u32) -> (u32, u32) {
+    let server = addr(SERVER);
+    let (seq, ack) = h.connect(client, 1);
+    let req = format!("GET /bytes/{bytes} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let seq = seq + req.len() as u32;
+    h.send(&tcp_window(
+        client,
+        server,
+        seq - req.len() as u32,
+        Some(ack),
+        "PA",
+        req.as_bytes(),
+        &[],
+        0,
+    ));
+    (seq, ack)
+}
+
+/// Moves time on by `d` in steps, the zero-window client acknowledging whatever came
+/// with window 0 (so it is never silent). Returns the RSTs the server sent.
+fn stay_at_zero_window(h: &mut Harness, client: SocketAddrV4, seq: u32, d: Duration) -> usize {
+    let server = addr(SERVER);
+    let mut rsts = 0;
+    let end = h.now + d;
+    let mut acked = None;
+    while h.now < end {
+        for s in h.advance(Duration::from_millis(500)) {
+            let seg = s.seg();
+            if seg.tuple(crate::observe::Direction::Out).remote != client {
+                continue;
+            }
+            if seg.rst {
+                rsts += 1;
+            } else {
+                // A probe's byte is not taken: the window is 0.
+                acked = Some(acked.map_or(seg.seq, |a: u32| a.max(seg.seq)));
+            }
+        }
+        if let Some(a) = acked {
+            h.send(&tcp_window(client, server, seq, Some(a), "A", &[], &[], 0));
+        }
+    }
+    rsts
+}
+
+#[test]
+fn a_reader_at_zero_window_for_ever_is_reset_after_the_send_timeout() {
+    let mut h = Harness::new(|_| {});
+    let client = addr("10.77.0.1:45000");
+    let (seq, _) = zero_window_reader(&mut h, client, 100_000);
+    // The whole response fits the send buffer: the server has closed (FIN-WAIT-1), the
+    // bytes and the FIN wait for a window that never opens.
+    assert_eq!(h.node.connections().0, 1);
+    assert_eq!(
+        stay_at_zero_window(&mut h, client, seq, Duration::from_secs(50)),
+        0
+    );
+    assert_eq!(h.node.connections().0, 1, "still there at 50 s");
+    assert_eq!(
+        stay_at_zero_window(&mut h, client, seq, Duration::from_secs(15)),
+        1
+    );
+    assert_eq!(h.node.connections().0, 0, "reset after the send timeout");
+    assert_eq!(h.node.counters().send_timeouts, 1);
+}
+
+#[test]
+fn closing_connections_are_bounded_like_linuxs_orphans() {
+    let mut h = Harness::new(|c| c.max_closing = 2);
+    for i in 0..3 {
+        zero_window_reader(
+            &mut h,
+            SocketAddrV4::new([10, 77, 0, 1].into(), 45100 + i),
+            100_000,
+        );
+    }
+    assert_eq!(
+        h.node.counters().closing_reset,
+        1,
+        "the third one closed past the bound"
+    );
+    assert_eq!(h.node.connections().0, 2);
 }

@@ -175,6 +175,7 @@ impl Node {
         if internals {
             self.watch_holds(now, &mut conn);
         }
+        watch_progress(now, &mut conn);
         // Transitions seen now were caused by timers (retransmissions given up) or by
         // our own segments: the journal has them.
         self.scan(now, slot, &mut conn, Attach::Journal);
@@ -261,6 +262,31 @@ impl Node {
                 session.poll_timeout(now, &mut self.journal);
             }
         }
+        // nginx's send_timeout: the peer answers (so smoltcp's user timeout never fires)
+        // but takes nothing, a zero window it never opens or a reader that stopped.
+        if let Some((_, since)) = conn.stalled
+            && now - since >= super::dur(limits::SEND_TIMEOUT)
+        {
+            conn.stalled = None;
+            self.counters.send_timeouts += 1;
+            let state = state_name(conn.state);
+            let secs = limits::SEND_TIMEOUT.as_secs();
+            self.journal.record(
+                Some(conn.id),
+                now.total_micros(),
+                Stage::Close,
+                What::SendTimeout { state, secs },
+            );
+            if self.cfg.notes {
+                super::append(
+                    &mut conn.note,
+                    format_args!(
+                        "reset: the peer took none of our data for {secs} s (send timeout)"
+                    ),
+                );
+            }
+            conn.socket_mut().abort();
+        }
         // Linux's tcp_fin_timeout: the peer acknowledged our FIN and never sends its own.
         // While our FIN or data is unacknowledged (FIN-WAIT-1, CLOSING, LAST-ACK), the
         // retransmission timer and the user timeout (--timeout) bound the wait instead.
@@ -321,6 +347,9 @@ impl Node {
         if conn.counted_active && !matches!(new, tcp::State::Established | tcp::State::CloseWait) {
             conn.counted_active = false;
             self.active -= 1;
+            if closing(new) {
+                self.orphan(now, conn);
+            }
         }
         if new == tcp::State::FinWait2 {
             conn.closed_at = Some(now);
@@ -365,6 +394,33 @@ impl Node {
         }
     }
 
+    /// A served connection we closed now waits for its peer: count it among the closing
+    /// ones, or reset it if `max_closing` of them wait already (Linux's
+    /// `tcp_max_orphans`), so slow or stalled peers cannot pile up closed connections
+    /// and their buffers without bound.
+    fn orphan(&mut self, now: Instant, conn: &mut Conn) {
+        if self.orphans < self.cfg.max_closing {
+            conn.orphan = true;
+            self.orphans += 1;
+            return;
+        }
+        self.counters.closing_reset += 1;
+        let limit = self.cfg.max_closing;
+        self.journal.record(
+            Some(conn.id),
+            now.total_micros(),
+            Stage::Close,
+            What::TooManyClosing { limit },
+        );
+        if self.cfg.notes {
+            super::append(
+                &mut conn.note,
+                format_args!("reset: {limit} closing connections wait already (tcp_max_orphans)"),
+            );
+        }
+        conn.socket_mut().abort();
+    }
+
     /// After the turn: the connection goes back in the table with its timer, or leaves it.
     fn settle(&mut self, now: Instant, slot: u32, conn: Conn) {
         match conn.state {
@@ -374,7 +430,10 @@ impl Node {
                 let smoltcp = self.iface.poll_at(now, &conn.set);
                 let session = conn.session.as_ref().and_then(|s| s.deadline());
                 let fin = conn.closed_at.map(|t| t + super::dur(limits::FIN_TIMEOUT));
-                let next = [smoltcp, session, fin]
+                let stalled = conn
+                    .stalled
+                    .map(|(_, t)| t + super::dur(limits::SEND_TIMEOUT));
+                let next = [smoltcp, session, fin, stalled]
                     .into_iter()
                     .flatten()
                     .min()
@@ -405,6 +464,10 @@ impl Node {
         if conn.counted_active {
             conn.counted_active = false;
             self.active -= 1;
+        }
+        if conn.orphan {
+            conn.orphan = false;
+            self.orphans -= 1;
         }
         if conn.queue == Queue::Syn
             && let Opened::Passive { port } = conn.opened_by
@@ -565,4 +628,28 @@ impl Node {
             );
         }
     }
+}
+
+/// States in which we closed and still have something for the peer to take or send.
+fn closing(state: tcp::State) -> bool {
+    matches!(
+        state,
+        tcp::State::FinWait1 | tcp::State::FinWait2 | tcp::State::Closing | tcp::State::LastAck
+    )
+}
+
+/// Keeps [`Conn::stalled`]: whether data or our FIN waits for the peer, and since when
+/// SND.UNA has not moved. The application's own sockets are left as Linux leaves them.
+fn watch_progress(now: Instant, conn: &mut Conn) {
+    let waiting = conn.socket().send_queue() > 0
+        || matches!(
+            conn.state,
+            tcp::State::FinWait1 | tcp::State::Closing | tcp::State::LastAck
+        );
+    let una = conn.inside.snd_una;
+    conn.stalled = match conn.stalled {
+        _ if !waiting || conn.app => None,
+        Some((was, since)) if was == una => Some((was, since)),
+        _ => Some((una, now)),
+    };
 }
