@@ -239,6 +239,7 @@ impl Node {
         } else {
             self.dispatch(now, packet);
         }
+        self.sweep_timers();
         serial
     }
 
@@ -330,6 +331,7 @@ impl Node {
                 }
             }
         }
+        self.sweep_timers();
     }
 
     /// Secrets rustls logged (TLS key log lines) since the last call: the capture writes
@@ -424,6 +426,25 @@ impl Node {
             self.end_time_wait(now, slot, record::TimeWaitEnd::Shutdown);
         }
         self.journal.close_all();
+    }
+
+    /// Sweeps stale timer entries out once they outnumber the live ones.
+    fn sweep_timers(&mut self) {
+        let owners = self.conns.len() + self.time_wait.len() + 1;
+        if !self.timers.wants_sweep(owners) {
+            return;
+        }
+        let (conns, time_wait, misc) = (&self.conns, &self.time_wait, self.misc_scheduled);
+        self.timers.sweep(|at, owner| match owner {
+            Owner::Conn { slot, generation } => {
+                conns.generation(slot) == generation
+                    && conns.get(slot).is_some_and(|c| c.scheduled == Some(at))
+            }
+            Owner::TimeWait { slot, generation } => time_wait
+                .get(slot)
+                .is_some_and(|e| e.generation == generation && e.scheduled == Some(at)),
+            Owner::Misc => misc == Some(at),
+        });
     }
 
     /// Schedules connection `slot` for `at`.

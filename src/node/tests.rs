@@ -1198,3 +1198,38 @@ fn closing_connections_are_bounded_like_linuxs_orphans() {
     );
     assert_eq!(h.node.connections().0, 2);
 }
+
+#[test]
+fn stale_timer_entries_do_not_pile_up_under_a_trickle() {
+    // Request heads a byte at a time: each byte arms smoltcp's delayed ACK (earlier than
+    // the request's deadline), and each time it fires the request's deadline is
+    // scheduled again. Without sweeping, one stale entry a byte.
+    const CONNS: u16 = 20;
+    let mut h = Harness::new(|_| {});
+    let server = addr(SERVER);
+    let mut conns: Vec<_> = (0..CONNS)
+        .map(|i| {
+            let c = SocketAddrV4::new([10, 77, 0, 1].into(), 46000 + i);
+            let (seq, ack) = h.connect(c, 1);
+            (c, seq, ack)
+        })
+        .collect();
+    for _ in 0..600 {
+        for (c, seq, ack) in &mut conns {
+            h.send(&tcp(*c, server, *seq, Some(*ack), "PA", b"a", &[]));
+            *seq += 1;
+        }
+        h.advance(Duration::from_millis(15));
+    }
+    assert_eq!(
+        h.node.connections().0,
+        usize::from(CONNS),
+        "within the request timeout"
+    );
+    let owners = usize::from(CONNS) + 1;
+    assert!(
+        h.node.timers.len() <= 2 * owners + 1024,
+        "{} timer entries for {CONNS} connections",
+        h.node.timers.len()
+    );
+}

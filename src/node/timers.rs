@@ -4,8 +4,10 @@
 //! Every owner keeps the instant it is scheduled for. Scheduling earlier pushes an entry;
 //! scheduling later pushes nothing (the earlier entry fires, finds nothing due, and the
 //! owner schedules again). An entry whose instant is not its owner's current one is stale
-//! and skipped. So each packet costs O(log n) at most, and no timer work scans all
-//! connections.
+//! and skipped. So each packet costs O(log n) at most. Stale entries are swept out when
+//! they outnumber the live ones (one pass over the heap after at least as many pushes:
+//! O(1) a push, amortized), so the heap stays within twice the owners however often
+//! deadlines move earlier, and a quiet node is not woken for the ghosts of a past load.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -61,10 +63,24 @@ impl Timers {
     }
 
     #[cfg(test)]
-    fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.heap.len()
     }
+
+    /// Whether stale entries have grown past the `owners` that can have a live one.
+    pub fn wants_sweep(&self, owners: usize) -> bool {
+        self.heap.len() > 2 * owners + SWEEP_SLACK
+    }
+
+    /// Keeps only the entries `live` says are still their owner's.
+    pub fn sweep(&mut self, mut live: impl FnMut(Instant, Owner) -> bool) {
+        self.heap.retain(|Reverse((at, owner))| live(*at, *owner));
+    }
 }
+
+/// Stale entries tolerated before a sweep, however few the owners: a sweep of a small
+/// heap is not worth doing often.
+const SWEEP_SLACK: usize = 1024;
 
 #[cfg(test)]
 mod tests {
@@ -93,5 +109,24 @@ mod tests {
         assert_eq!(t.pop_due(ms(60)), Some((ms(50), a)));
         assert_eq!(t.pop_due(ms(100)), Some((ms(100), a)), "the stale one");
         assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn a_sweep_keeps_the_live_entries_only() {
+        let mut t = Timers::default();
+        let a = Owner::Conn {
+            slot: 1,
+            generation: 0,
+        };
+        let mut current = None;
+        // Each deadline earlier than the last: every previous entry goes stale.
+        for i in 0..5000 {
+            current = Some(t.schedule(a, ms(10_000 - i), current));
+        }
+        assert!(t.wants_sweep(1));
+        t.sweep(|at, owner| owner == a && Some(at) == current);
+        assert_eq!(t.len(), 1);
+        assert!(!t.wants_sweep(1));
+        assert_eq!(t.next(), current);
     }
 }
