@@ -224,6 +224,10 @@ impl Node {
         };
         let conn = self.conns.get_mut(slot).expect("found");
         conn.app = false;
+        if conn.state == tcp::State::FinWait2 {
+            // The FIN timeout counts from the close that orphaned it, as in Linux.
+            conn.closed_at = Some(now);
+        }
         let sock = conn.socket_mut();
         if abort || sock.recv_queue() > 0 {
             sock.abort();

@@ -1233,3 +1233,36 @@ fn stale_timer_entries_do_not_pile_up_under_a_trickle() {
         h.node.timers.len()
     );
 }
+
+#[test]
+fn the_fin_timeout_waits_for_the_application_to_let_go() {
+    let mut h = Harness::new(|_| {});
+    let peer = addr("10.77.0.1:9001");
+    let us = addr("10.77.0.2:5556");
+    // A user timeout longer than the test, so that only the FIN timeout can act.
+    let mut opts = h.node.cfg.socket_options();
+    opts.knobs.timeout = std::time::Duration::from_secs(3600);
+    let id = h.node.app_connect(h.now, Some(5556), peer, opts).unwrap();
+    let syn = h.drain()[0].seg();
+    h.send(&tcp(peer, us, 100, Some(syn.seq + 1), "SA", &[], &[]));
+    // shutdown(SHUT_WR): our FIN, which the peer acknowledges and never answers.
+    h.node.app_shutdown(h.now, id).unwrap();
+    let fin = h.drain().iter().map(Sent::seg).find(|s| s.fin).unwrap();
+    h.send(&tcp(peer, us, 101, Some(fin.seq + 1), "A", &[], &[]));
+    h.advance(Duration::from_secs(70));
+    assert_eq!(
+        h.node.connections().0,
+        1,
+        "the application still reads: no FIN timeout"
+    );
+    h.node.app_close(h.now, id, false);
+    h.advance(Duration::from_secs(59));
+    assert_eq!(h.node.connections().0, 1, "59 s after close");
+    h.advance(Duration::from_secs(2));
+    assert_eq!(
+        h.node.connections().0,
+        0,
+        "reset 60 s after close, as Linux's orphans"
+    );
+    assert_eq!(h.node.counters().fin_timeouts, 1);
+}

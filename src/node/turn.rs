@@ -290,7 +290,9 @@ impl Node {
         // Linux's tcp_fin_timeout: the peer acknowledged our FIN and never sends its own.
         // While our FIN or data is unacknowledged (FIN-WAIT-1, CLOSING, LAST-ACK), the
         // retransmission timer and the user timeout (--timeout) bound the wait instead.
-        let closing = conn.state == tcp::State::FinWait2;
+        // Only once nobody holds the socket (Linux's orphans): an application that shut
+        // its side down and still reads waits as long as it likes.
+        let closing = conn.state == tcp::State::FinWait2 && !conn.app;
         let expired = conn
             .closed_at
             .is_some_and(|t| now - t >= super::dur(limits::FIN_TIMEOUT));
