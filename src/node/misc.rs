@@ -80,17 +80,31 @@ impl Node {
                 let next = self.reassembly.next_expiry();
                 self.schedule_misc(next);
             }
+            Offered::Duplicate { offset } => {
+                self.note_in(format_args!(
+                    "IPv4 fragment (id {id}, offset {offset}): a duplicate of bytes already here, ignored as Linux does; the datagram waits on"
+                ));
+            }
             Offered::Complete { fragments, bytes } => {
                 self.counters.fragments_reassembled += 1;
                 self.note_in(format_args!(
                     "IPv4 fragment (id {id}): completes a datagram of {bytes} B from {fragments} fragments"
                 ));
-                let whole = self.reassembly.datagram().to_vec();
+                // Lent out and given back, so the buffer serves the next datagram too.
+                let whole = self.reassembly.take_datagram();
                 self.dispatch(now, &whole);
+                self.reassembly.restore(whole);
             }
             Offered::Dropped(why) => {
                 self.counters.dropped_malformed += 1;
                 self.note_in(format_args!("IPv4 fragment dropped: {why}"));
+            }
+            Offered::Discarded { why, fragments } => {
+                self.counters.dropped_malformed += 1;
+                let s = if fragments == 1 { "" } else { "s" };
+                self.note_in(format_args!(
+                    "IPv4 fragment {why} (id {id}, {fragments} earlier fragment{s} given up)"
+                ));
             }
         }
     }
@@ -229,5 +243,77 @@ fn describe_out(packet: &[u8], dns_port: Option<u16>, note: &mut String) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use etherparse::PacketBuilder;
+
+    use crate::clock::VIRTUAL_EPOCH;
+    use crate::journey::Journal;
+    use crate::node::{Config, Node};
+
+    fn node() -> Node {
+        let cfg = Config {
+            dns_port: Some(53),
+            seed: 7,
+            ..Config::default()
+        };
+        let app = crate::app::App::default();
+        Node::new(cfg, app, Journal::keeping("server"), VIRTUAL_EPOCH).unwrap()
+    }
+
+    /// Hands `packet` to the node: its note, and how many packets it sent back.
+    fn send(node: &mut Node, packet: &[u8]) -> (String, usize) {
+        node.handle_packet(VIRTUAL_EPOCH, packet);
+        let note = node.inbound_note().to_owned();
+        let mut sent = 0;
+        while let Some(out) = node.next_transmit() {
+            sent += 1;
+            node.recycle(out);
+        }
+        (note, sent)
+    }
+
+    #[test]
+    fn an_overlapping_fragment_is_said_to_drop_its_datagram() {
+        let mut n = node();
+        let fragment = |offset: u16, more: bool, data: &[u8]| {
+            let mut p = Vec::new();
+            PacketBuilder::ipv4([10, 77, 0, 1], [10, 77, 0, 2], 64)
+                .write(&mut p, etherparse::IpNumber::UDP, data)
+                .unwrap();
+            let fo = (offset / 8) | if more { 0x2000 } else { 0 };
+            p[6..8].copy_from_slice(&fo.to_be_bytes());
+            p[10..12].copy_from_slice(&[0, 0]);
+            let sum = etherparse::checksum::Sum16BitWords::new()
+                .add_slice(&p[..20])
+                .ones_complement()
+                .to_be();
+            p[10..12].copy_from_slice(&sum.to_be_bytes());
+            p
+        };
+        let (note, _) = send(&mut n, &fragment(0, true, &[1; 16]));
+        assert!(note.contains("held until the datagram is whole"), "{note}");
+        let (note, _) = send(&mut n, &fragment(0, true, &[1; 16]));
+        assert!(
+            note.contains("a duplicate of bytes already here, ignored"),
+            "{note}"
+        );
+        let (note, sent) = send(&mut n, &fragment(8, false, &[2; 16]));
+        assert!(
+            note.starts_with(
+                "IPv4 fragment overlaps an earlier one: the datagram is dropped, as Linux does"
+            ),
+            "{note}"
+        );
+        assert!(
+            note.ends_with("(id 0, 1 earlier fragment given up)"),
+            "{note}"
+        );
+        assert_eq!(sent, 0);
+        let c = n.counters();
+        assert_eq!((c.dropped_malformed, c.fragments_reassembled), (1, 0));
     }
 }
