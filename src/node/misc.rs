@@ -1,18 +1,29 @@
 //! Everything that is not a TCP connection: UDP (the DNS responder and the DNS client),
 //! ICMP (smoltcp answers echo requests), and fragments waiting for their datagram.
 
+use std::fmt;
 use std::net::Ipv4Addr;
 
 use etherparse::{Icmpv4Type, IpNumber, Ipv4Slice};
 use smoltcp::time::Instant;
+use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet};
 
 use super::device::OnePacket;
-use super::fragments::Offered;
+use super::fragments::{self, Offered};
 use super::{Node, append};
 
 impl Node {
     /// A datagram that is not TCP: into the node's other sockets.
     pub(super) fn misc_in(&mut self, now: Instant, packet: &[u8]) {
+        // smoltcp drops these without a word: count them, say so, and spare it the work.
+        if let Some(unfit) = unfit(packet) {
+            match unfit {
+                Unfit::Checksum(_) => self.counters.dropped_checksum += 1,
+                Unfit::Malformed(_) => self.counters.dropped_malformed += 1,
+            }
+            self.note_in(format_args!("dropped: {}", unfit.why()));
+            return;
+        }
         if self.cfg.notes {
             self.describe_misc_in(packet);
         }
@@ -97,7 +108,11 @@ impl Node {
             }
             Offered::Dropped(why) => {
                 self.counters.dropped_malformed += 1;
-                self.note_in(format_args!("IPv4 fragment dropped: {why}"));
+                if why == fragments::MALFORMED {
+                    self.note_in(format_args!("IPv4 fragment dropped: {}", NotIpv4(packet)));
+                } else {
+                    self.note_in(format_args!("IPv4 fragment dropped: {why}"));
+                }
             }
             Offered::Discarded { why, fragments } => {
                 self.counters.dropped_malformed += 1;
@@ -179,6 +194,96 @@ impl Node {
     }
 }
 
+/// Why smoltcp will drop a datagram for the node's other sockets before any of them sees
+/// it (it says nothing and counts nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unfit {
+    Checksum(&'static str),
+    Malformed(&'static str),
+}
+
+impl Unfit {
+    fn why(self) -> &'static str {
+        match self {
+            Unfit::Checksum(why) | Unfit::Malformed(why) => why,
+        }
+    }
+}
+
+/// Checks what smoltcp will check (the node keeps its default checksum capabilities,
+/// every checksum verified on receipt) with smoltcp's own code, so that the count is
+/// exactly what it drops.
+fn unfit(packet: &[u8]) -> Option<Unfit> {
+    // The dispatch let through only IPv4 with a whole header.
+    let ip = Ipv4Packet::new_checked(packet).ok()?;
+    // RFC 791 §3.1: the header checksum (reassembled datagrams carry a fresh one).
+    if !ip.verify_checksum() {
+        return Some(Unfit::Checksum("bad IPv4 header checksum"));
+    }
+    let (src, dst) = (
+        IpAddress::Ipv4(ip.src_addr()),
+        IpAddress::Ipv4(ip.dst_addr()),
+    );
+    match ip.next_header() {
+        IpProtocol::Udp => {
+            let Ok(udp) = smoltcp::wire::UdpPacket::new_checked(ip.payload()) else {
+                return Some(Unfit::Malformed(
+                    "malformed UDP (shorter than its length says)",
+                ));
+            };
+            // RFC 768: the checksum covers a pseudo header, the UDP header and the data;
+            // an all-zero field means the sender computed none, which smoltcp accepts.
+            (!udp.verify_checksum(&src, &dst)).then_some(Unfit::Checksum("bad UDP checksum"))
+        }
+        IpProtocol::Icmp => {
+            let Ok(icmp) = smoltcp::wire::Icmpv4Packet::new_checked(ip.payload()) else {
+                return Some(Unfit::Malformed("malformed ICMP (shorter than its header)"));
+            };
+            // RFC 792: the checksum covers the whole ICMP message.
+            (!icmp.verify_checksum()).then_some(Unfit::Checksum("bad ICMP checksum"))
+        }
+        _ => None,
+    }
+}
+
+/// What is wrong with a packet that is not IPv4 with a whole header, in words for the
+/// capture's comment: `"dropped: {}"`.
+pub(super) struct NotIpv4<'a>(pub(super) &'a [u8]);
+
+impl fmt::Display for NotIpv4<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = self.0;
+        let len = p.len();
+        let Some(&first) = p.first() else {
+            return write!(f, "an empty packet");
+        };
+        let version = first >> 4;
+        if version != 4 {
+            return write!(f, "not IPv4 (IP version {version}, {len} B)");
+        }
+        if len < 20 {
+            return write!(f, "{len} B, shorter than an IPv4 header (20 B)");
+        }
+        // RFC 791 §3.1: IHL counts 32-bit words; Total Length counts header and data.
+        let ihl = usize::from(first & 0xf) * 4;
+        let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+        if ihl < 20 {
+            write!(f, "IPv4 header length {ihl} B, under the 20 B minimum")
+        } else if len < ihl {
+            write!(f, "IPv4 header of {ihl} B but only {len} B arrived")
+        } else if total < ihl {
+            write!(
+                f,
+                "IPv4 total length {total} B, shorter than its {ihl} B header"
+            )
+        } else if total > len {
+            write!(f, "IPv4 total length {total} B but only {len} B arrived")
+        } else {
+            write!(f, "not an IPv4 packet with a whole header ({len} B)")
+        }
+    }
+}
+
 fn is_echo_request(packet: &[u8]) -> bool {
     Ipv4Slice::from_slice(packet).is_ok_and(|ip| {
         ip.payload_ip_number() == IpNumber::ICMP
@@ -250,6 +355,7 @@ fn describe_out(packet: &[u8], dns_port: Option<u16>, note: &mut String) {
 mod tests {
     use etherparse::PacketBuilder;
 
+    use super::NotIpv4;
     use crate::clock::VIRTUAL_EPOCH;
     use crate::journey::Journal;
     use crate::node::{Config, Node};
@@ -264,6 +370,25 @@ mod tests {
         Node::new(cfg, app, Journal::keeping("server"), VIRTUAL_EPOCH).unwrap()
     }
 
+    /// A DNS query for synack.test (A), from 10.77.0.1:40000, with its UDP checksum.
+    fn dns_query() -> Vec<u8> {
+        let mut q = Vec::new();
+        for w in [0x1234u16, 0x0100, 1, 0, 0, 0] {
+            q.extend_from_slice(&w.to_be_bytes());
+        }
+        for label in ["synack", "test"] {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        let mut out = Vec::new();
+        PacketBuilder::ipv4([10, 77, 0, 1], [10, 77, 0, 2], 64)
+            .udp(40000, 53)
+            .write(&mut out, &q)
+            .unwrap();
+        out
+    }
+
     /// Hands `packet` to the node: its note, and how many packets it sent back.
     fn send(node: &mut Node, packet: &[u8]) -> (String, usize) {
         node.handle_packet(VIRTUAL_EPOCH, packet);
@@ -274,6 +399,92 @@ mod tests {
             node.recycle(out);
         }
         (note, sent)
+    }
+
+    #[test]
+    fn a_udp_datagram_with_a_bad_checksum_is_said_dropped_and_counted() {
+        let mut n = node();
+        let good = dns_query();
+        // A bit flipped in the question's type on the way: the checksum no longer holds.
+        let mut bad = good.clone();
+        let last = bad.len() - 3;
+        bad[last] ^= 0x04;
+        let (note, sent) = send(&mut n, &bad);
+        assert_eq!(note, "dropped: bad UDP checksum");
+        assert_eq!(sent, 0, "smoltcp drops it: no answer");
+        let c = n.counters();
+        assert_eq!((c.dropped_checksum, c.dns_answered), (1, 0));
+        // The same query intact is a query, answered.
+        let (note, sent) = send(&mut n, &good);
+        assert!(
+            note.starts_with("DNS query 0x1234: A synack.test"),
+            "{note}"
+        );
+        assert_eq!(sent, 1);
+        assert_eq!(n.counters().dropped_checksum, 1);
+        // RFC 768: an all-zero checksum is "none computed", and fine over IPv4.
+        let mut none = bad;
+        none[26..28].copy_from_slice(&[0, 0]);
+        let (note, sent) = send(&mut n, &none);
+        assert!(note.starts_with("DNS query 0x1234"), "{note}");
+        assert_eq!(sent, 1);
+        assert_eq!(n.counters().dropped_checksum, 1);
+    }
+
+    #[test]
+    fn a_ping_or_a_header_with_a_bad_checksum_is_said_dropped_and_counted() {
+        let mut n = node();
+        let mut ping = Vec::new();
+        PacketBuilder::ipv4([10, 77, 0, 1], [10, 77, 0, 2], 64)
+            .icmpv4_echo_request(9, 1)
+            .write(&mut ping, &[0xab; 56])
+            .unwrap();
+        let mut bad = ping.clone();
+        bad[40] ^= 0x10;
+        assert_eq!(send(&mut n, &bad), ("dropped: bad ICMP checksum".into(), 0));
+        let mut bad_header = dns_query();
+        bad_header[8] -= 1; // the TTL, as a router would, without fixing the checksum
+        assert_eq!(
+            send(&mut n, &bad_header),
+            ("dropped: bad IPv4 header checksum".into(), 0)
+        );
+        assert_eq!(n.counters().dropped_checksum, 2);
+        let (note, sent) = send(&mut n, &ping);
+        assert!(note.contains("echo request, id 9, seq 1"), "{note}");
+        assert_eq!((sent, n.counters().icmp_echo), (1, 1));
+    }
+
+    #[test]
+    fn a_packet_shorter_than_its_total_length_is_said_so() {
+        let mut p = dns_query();
+        p[2..4].copy_from_slice(&60u16.to_be_bytes());
+        p.truncate(40);
+        assert_eq!(
+            NotIpv4(&p).to_string(),
+            "IPv4 total length 60 B but only 40 B arrived"
+        );
+        let mut short_header = p.clone();
+        short_header[0] = 0x4f;
+        assert_eq!(
+            NotIpv4(&short_header).to_string(),
+            "IPv4 header of 60 B but only 40 B arrived"
+        );
+        assert_eq!(
+            NotIpv4(&p[..12]).to_string(),
+            "12 B, shorter than an IPv4 header (20 B)"
+        );
+        assert_eq!(
+            NotIpv4(&[0x60; 40]).to_string(),
+            "not IPv4 (IP version 6, 40 B)"
+        );
+        // A fragment cut short is said so too.
+        let mut n = node();
+        p[6] = 0x20; // MF: a first fragment
+        let (note, _) = send(&mut n, &p);
+        assert_eq!(
+            note,
+            "IPv4 fragment dropped: IPv4 total length 60 B but only 40 B arrived"
+        );
     }
 
     #[test]
