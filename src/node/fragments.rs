@@ -51,9 +51,10 @@ pub const LENGTHS_DISAGREE: &str =
     "disagrees with the others on the datagram's length: the datagram is dropped";
 pub const TOO_LONG: &str = "makes a datagram longer than 65,535 B with its first fragment's header: the datagram is dropped";
 
-/// Why a fragment alone was dropped: its IPv4 header does not hold together (the node's
-/// note says what exactly, from the packet).
-pub const MALFORMED: &str = "malformed IPv4 header";
+/// Why a fragment alone was dropped: its IPv4 header does not hold together. The node
+/// checks every header before reassembly and says what exactly; this is for any other
+/// caller.
+const MALFORMED: &str = "malformed IPv4 header";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Key {
