@@ -240,6 +240,10 @@ pub struct Counters {
     pub dropped_martian: u64,
     pub fragments_reassembled: u64,
     pub fragments_expired: u64,
+    /// Datagrams given up whole (an overlap, too many pieces, lengths that disagree or
+    /// too long), and fragments ignored as repeats of bytes already there.
+    pub fragments_discarded: u64,
+    pub fragments_duplicate: u64,
     /// Resets we sent for segments to closed ports (RFC 9293 §3.10.7.1).
     pub resets_sent: u64,
     /// RFC 5961: challenge ACKs sent, and those the rate limit held back.

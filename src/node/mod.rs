@@ -348,6 +348,8 @@ impl Node {
     pub fn counters(&self) -> Counters {
         let mut c = self.counters;
         c.fragments_expired = self.reassembly.expired;
+        c.fragments_discarded = self.reassembly.discarded;
+        c.fragments_duplicate = self.reassembly.duplicates;
         c
     }
 
