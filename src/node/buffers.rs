@@ -56,6 +56,7 @@ impl Region {
     }
 
     /// Where the region starts (tests check that it is unmapped in the end).
+    #[cfg(test)]
     pub fn as_ptr(&self) -> *const u8 {
         self.ptr.as_ptr()
     }
