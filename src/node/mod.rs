@@ -143,6 +143,8 @@ pub struct Node {
     lookups: Option<client::Lookups>,
     /// How the connections we opened ended, for their openers.
     ended: Vec<(ConnId, Ended)>,
+    /// After `conns`, whose sockets borrow its regions: fields drop in order (see the
+    /// `Drop` below).
     pools: buffers::Pools,
     cookies: cookie::Cookies,
     reassembly: fragments::Reassembly,
@@ -474,6 +476,23 @@ impl Node {
     fn note_in(&mut self, text: std::fmt::Arguments<'_>) {
         if self.cfg.notes {
             append(&mut self.in_note, text);
+        }
+    }
+}
+
+impl Drop for Node {
+    /// Each connection's buffers go back to their pool after its socket, so the pools,
+    /// dropped next, unmap every region.
+    fn drop(&mut self) {
+        for slot in self.conns.slots() {
+            let Some(mut conn) = self.conns.take(slot) else {
+                continue;
+            };
+            let (rx, tx) = (conn.rx.take(), conn.tx.take());
+            drop(conn);
+            for region in [rx, tx].into_iter().flatten() {
+                self.pools.put(region);
+            }
         }
     }
 }

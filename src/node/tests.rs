@@ -1266,3 +1266,29 @@ fn the_fin_timeout_waits_for_the_application_to_let_go() {
     );
     assert_eq!(h.node.counters().fin_timeouts, 1);
 }
+
+/// Found by fuzz/node (fuzz/regressions/node/): a dropped node kept its socket buffers
+/// mapped, those of its open connections included, so a process making many nodes ran
+/// out of address space.
+#[test]
+fn a_dropped_node_unmaps_the_buffers_of_its_open_connections() {
+    let mut h = Harness::new(|_| {});
+    h.connect(addr("10.77.0.1:40100"), 7000);
+    let slot = h.node.conns.slots()[0];
+    let conn = h.node.conns.get(slot).expect("the connection");
+    let regions = [
+        conn.rx.as_ref().expect("a receive buffer").as_ptr(),
+        conn.tx.as_ref().expect("a send buffer").as_ptr(),
+    ];
+    let mapped = |p: *const u8| {
+        let mut v = [0u8; 1];
+        // SAFETY: mincore only reads the mapping table; `p` is page-aligned.
+        unsafe { libc::mincore(p as *mut libc::c_void, 1, v.as_mut_ptr()) == 0 }
+    };
+    assert!(regions.iter().all(|&p| mapped(p)));
+    drop(h);
+    assert!(
+        regions.iter().all(|&p| !mapped(p)),
+        "the open connection's buffers are unmapped with the node"
+    );
+}

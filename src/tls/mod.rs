@@ -423,6 +423,9 @@ pub struct TlsSession {
     server_name: Option<String>,
     /// The peer sent close_notify: no more plaintext will come.
     peer_closed: bool,
+    /// We sent close_notify: rustls reads nothing more. It would answer a bad record
+    /// with a fatal alert after our close_notify, which it asserts against.
+    closed: bool,
 }
 
 /// A connection's TLS ended before its time. The connection should send what alert is
@@ -483,6 +486,7 @@ impl TlsSession {
             conn,
             server_name,
             peer_closed: false,
+            closed: false,
         }
     }
 
@@ -490,6 +494,11 @@ impl TlsSession {
     /// plaintext is then ready for [`read_plaintext`](Self::read_plaintext).
     pub fn receive(&mut self, mut data: &[u8]) -> Result<usize, TlsFailed> {
         let before = data.len();
+        if self.closed {
+            // RFC 8446 §6.1: after our close_notify we only wait for the peer's, and
+            // nothing the peer sends matters any more: dropped.
+            return Ok(before);
+        }
         while !data.is_empty() && self.conn.wants_read() {
             match self.conn.read_tls(&mut data) {
                 Ok(0) => break,
@@ -545,6 +554,7 @@ impl TlsSession {
     /// Queues our close_notify (RFC 8446 §6.1).
     pub fn close(&mut self) {
         self.conn.send_close_notify();
+        self.closed = true;
     }
 
     /// What the handshake negotiated, once it is done.
@@ -790,6 +800,30 @@ mod tests {
         assert!(s.transmit(&mut buf) > 0, "an alert goes back");
         let mut s = TlsSession::server(config).unwrap();
         assert!(s.receive(&[0x42; 100]).is_err(), "not a TLS record at all");
+    }
+
+    /// Found by fuzz/pair (fuzz/regressions/pair/): the client said close_notify, then a
+    /// duplicated or corrupted record came in; rustls answered it with a fatal alert after
+    /// the close_notify (rustls asserts against that in debug builds:
+    /// `!self.sent_fatal_alert`).
+    #[test]
+    fn after_our_close_notify_what_the_peer_sends_is_dropped() {
+        let id = generate(&["synack.test".into()], Ipv4Addr::new(10, 77, 0, 2)).unwrap();
+        let mut s = TlsSession::server(server_config(&id, None).unwrap()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = client_config(Trust::Anyone, None, provider).unwrap();
+        let mut c = TlsSession::client(config, "synack.test").unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        for _ in 0..10 {
+            let n = c.transmit(&mut buf);
+            s.receive(&buf[..n]).unwrap();
+            let n = s.transmit(&mut buf);
+            c.receive(&buf[..n]).unwrap();
+        }
+        c.close();
+        assert!(c.transmit(&mut buf) > 0, "our close_notify");
+        assert_eq!(c.receive(&[0x42; 64]).unwrap(), 64, "taken and dropped");
+        assert_eq!(c.transmit(&mut buf), 0, "no alert after our close_notify");
     }
 
     #[test]
