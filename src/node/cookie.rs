@@ -1,5 +1,5 @@
-//! SYN cookies (RFC 4987 §3.6), and the one way to make smoltcp use an initial sequence
-//! number we chose.
+//! SYN cookies (RFC 4987 §3.6), the ISNs of passive connections (RFC 6528), the keys of
+//! both, and the one way to make smoltcp use an initial sequence number we chose.
 //!
 //! When a port's SYN queue is full, the node answers a SYN without keeping anything: the
 //! SYN-ACK's sequence number is a cookie that encodes what the connection needs (the
@@ -18,6 +18,10 @@
 //! minute and the data under a secret key. Linux keeps 24 hash bits; 20 make a blind
 //! forgery succeed once in a million tries, enough for a teaching tool (the README says so).
 //!
+//! A passive connection's ISN is RFC 6528's, a 4 µs clock plus a keyed hash of the
+//! 4-tuple ([`Cookies::isn`]), never a draw from smoltcp's generator: that is one sPCG32
+//! stream, whose state (and every later ISN) two consecutive ISNs give away.
+//!
 //! smoltcp picks a socket's ISN from its interface's generator and offers no way to set
 //! it. Its generator is sPCG32 (smoltcp 0.14, `src/rand.rs`), which is invertible: for
 //! any wanted ISN there is a seed such that an interface made with it draws that ISN on
@@ -25,6 +29,8 @@
 //! node checks the SYN-ACK that comes out.
 
 use std::net::SocketAddrV4;
+
+use smoltcp::time::Instant;
 
 use crate::observe::SynOptions;
 
@@ -73,18 +79,56 @@ impl Carried {
     }
 }
 
-/// Makes and checks cookies under one secret.
+/// Makes and checks cookies, and picks passive ISNs, under two secret keys.
 #[derive(Debug, Clone)]
 pub struct Cookies {
     key: (u64, u64),
+    isn_key: (u64, u64),
 }
 
 impl Cookies {
-    pub fn new(seed: u64) -> Self {
-        let mut s = seed ^ 0x5359_4e43_4f4f_4b49; // "SYNCOOKI"
-        Cookies {
-            key: (splitmix(&mut s), splitmix(&mut s)),
+    /// The keys come from `secret` (the OS's random bytes) when there is one. Without
+    /// one the run is to be reproducible, and they derive from `seed`: anyone who knows
+    /// or recovers the seed (smoltcp's generator gives it away through our active ISNs
+    /// and ports) can then forge cookies and predict ISNs.
+    pub fn new(seed: u64, secret: Option<[u8; 32]>) -> Self {
+        match secret {
+            Some(b) => {
+                let word = |i: usize| {
+                    let mut w = [0u8; 8];
+                    w.copy_from_slice(&b[i..i + 8]);
+                    u64::from_le_bytes(w)
+                };
+                Cookies {
+                    key: (word(0), word(8)),
+                    isn_key: (word(16), word(24)),
+                }
+            }
+            None => {
+                let mut s = seed ^ 0x5359_4e43_4f4f_4b49; // "SYNCOOKI"
+                Cookies {
+                    key: (splitmix(&mut s), splitmix(&mut s)),
+                    isn_key: (splitmix(&mut s), splitmix(&mut s)),
+                }
+            }
         }
+    }
+
+    /// The ISN of a passive connection from `remote` to `local` at `now` (RFC 6528 §3,
+    /// RFC 9293 §3.4.1): ISN = M + F(localip, localport, remoteip, remoteport, key), M a
+    /// timer that ticks every 4 µs and F a keyed hash (SipHash-2-4, as Linux's
+    /// `secure_tcp_seq`). Each 4-tuple gets its own sequence space, moving with the
+    /// clock: an attacker who sees ours learns nothing of another connection's.
+    pub fn isn(&self, local: SocketAddrV4, remote: SocketAddrV4, now: Instant) -> u32 {
+        let m = (now.total_micros() / 4) as u32;
+        let ips = u64::from(u32::from(*local.ip())) << 32 | u64::from(u32::from(*remote.ip()));
+        let ports = u64::from(local.port()) << 16 | u64::from(remote.port());
+        m.wrapping_add(siphash24(self.isn_key, &[ips, ports]) as u32)
+    }
+
+    #[cfg(test)]
+    pub(super) fn cookie_key(&self) -> (u64, u64) {
+        self.key
     }
 
     /// The cookie for a SYN from `remote` to `local` with ISN `peer_isn`, at `secs`
@@ -139,6 +183,36 @@ impl Cookies {
     }
 }
 
+/// 32 bytes from the kernel's random generator: getrandom(2), or /dev/urandom where the
+/// system call is missing.
+pub fn os_secret() -> std::io::Result<[u8; 32]> {
+    let mut buf = [0u8; 32];
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: the pointer and length describe `rest`, which the call only writes.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n > 0 {
+            filled += n as usize;
+            continue;
+        }
+        if n == 0 {
+            return Err(std::io::Error::other("getrandom gave no bytes"));
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::ENOSYS) => {
+                use std::io::Read;
+                std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+                return Ok(buf);
+            }
+            _ => return Err(err),
+        }
+    }
+    Ok(buf)
+}
+
 fn splitmix(s: &mut u64) -> u64 {
     *s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *s;
@@ -149,7 +223,7 @@ fn splitmix(s: &mut u64) -> u64 {
 
 /// SipHash-2-4 (Aumasson and Bernstein, 2012) of whole little-endian words: a keyed hash
 /// that an attacker cannot steer without the key.
-fn siphash24(key: (u64, u64), words: &[u64]) -> u64 {
+pub(super) fn siphash24(key: (u64, u64), words: &[u64]) -> u64 {
     let mut v = [
         key.0 ^ 0x736f_6d65_7073_6575,
         key.1 ^ 0x646f_7261_6e64_6f6d,
@@ -225,6 +299,22 @@ pub fn interface_seed_for_isn(isn: u32) -> u64 {
     0
 }
 
+/// The ISNs smoltcp's own generator would give, seeded with `seed`: after
+/// `Interface::new`'s IPv4 identification (drawn again while 0), its next `n` outputs.
+#[cfg(test)]
+pub(super) fn smoltcp_isn_draws(seed: u64, n: usize) -> Vec<u32> {
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_mul(PCG_M).wrapping_add(PCG_A);
+        pcg_output(state)
+    };
+    while {
+        let id = next();
+        (id ^ (id >> 16)) as u16 == 0
+    } {}
+    (0..n).map(|_| next()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,7 +334,7 @@ mod tests {
 
     #[test]
     fn a_cookie_carries_the_options_back_and_only_for_its_connection() {
-        let c = Cookies::new(7);
+        let c = Cookies::new(7, None);
         let (l, r) = (addr("10.77.0.2:80"), addr("10.77.0.50:1234"));
         let syn = SynOptions {
             mss: Some(1460),
@@ -266,7 +356,11 @@ mod tests {
                 .is_none()
         );
         assert!(c.check(l, r, 1001, 6400, cookie).is_none());
-        assert!(Cookies::new(8).check(l, r, 1000, 6400, cookie).is_none());
+        assert!(
+            Cookies::new(8, None)
+                .check(l, r, 1000, 6400, cookie)
+                .is_none()
+        );
         assert!(c.check(l, r, 1000, 6400, cookie ^ 1).is_none());
     }
 
