@@ -9,13 +9,16 @@
 //!
 //! ```text
 //!  31     27 26         20 19                     0
-//! | minute  |    data     |   hash (20 bits)       |
+//! | period  |    data     |   hash (20 bits)       |
 //! ```
 //!
-//! `minute` is the time in 64 s units (mod 32), so a cookie is accepted for two of them;
-//! `data` is the MSS index (2 bits), the peer's window scale (4 bits, 15 = none) and
-//! SACK-permitted (1 bit); the hash is SipHash-2-4 of the 4-tuple, the peer's ISN, the
-//! minute and the data under a secret key. Linux keeps 24 hash bits; 20 make a blind
+//! `period` is the low 5 bits of a counter of 64 s periods, from which the check
+//! rebuilds the whole counter (Linux's `tcp_cookie_time()`, whose periods are 60 s); a
+//! cookie is good in the period it was made and the next, 64 to 128 s (Linux's
+//! `MAX_SYNCOOKIE_AGE`). `data` is the MSS index (2 bits), the peer's window scale (4
+//! bits, 15 = none) and SACK-permitted (1 bit); the hash is SipHash-2-4 of the 4-tuple,
+//! the peer's ISN, the whole counter and the data under a secret key, so a cookie
+//! captured once does not come back to life 32 periods later. Linux keeps 24 hash bits; 20 make a blind
 //! forgery succeed once in a million tries, enough for a teaching tool (the README says so).
 //!
 //! A passive connection's ISN is RFC 6528's, a 4 µs clock plus a keyed hash of the
@@ -38,8 +41,16 @@ use crate::observe::SynOptions;
 /// peer's goes into the cookie. A cookie connection never uses a bigger MSS.
 pub const MSS_TABLE: [u16; 4] = [536, 1300, 1440, 1460];
 
-/// How many 64 s minutes a cookie stays good (Linux: `MAX_SYNCOOKIE_AGE` = 2).
+/// A cookie's unit of time, in seconds.
+const PERIOD_SECS: u64 = 64;
+
+/// A cookie is good while the period counter has moved on by less than this since it
+/// was made: in its own period and the next (Linux: `MAX_SYNCOOKIE_AGE` = 2, checked
+/// `diff >= MAX_SYNCOOKIE_AGE`, refused).
 const MAX_AGE: u32 = 2;
+
+/// The period counter's low bits that a cookie carries.
+const PERIOD_MASK: u32 = 0x1f;
 
 const NO_WSCALE: u8 = 15;
 
@@ -141,10 +152,10 @@ impl Cookies {
         secs: u64,
         carried: Carried,
     ) -> u32 {
-        let minute = ((secs / 64) % 32) as u32;
+        let period = secs / PERIOD_SECS;
         let data = carried.bits();
-        let hash = self.hash(local, remote, peer_isn, minute, data);
-        (minute << 27) | (data << 20) | hash
+        let hash = self.hash(local, remote, peer_isn, period, data);
+        ((period as u32 & PERIOD_MASK) << 27) | (data << 20) | hash
     }
 
     /// What an ACK's cookie (its ACK number minus one) carries, if it is ours, fresh, and
@@ -157,13 +168,16 @@ impl Cookies {
         secs: u64,
         cookie: u32,
     ) -> Option<Carried> {
-        let minute = cookie >> 27;
         let data = (cookie >> 20) & 0x7f;
-        let now = ((secs / 64) % 32) as u32;
-        if (now + 32 - minute) % 32 > MAX_AGE {
+        // The cookie's age from the low bits it carries, and so the whole counter it was
+        // made with (Linux's `check_tcp_syn_cookie`).
+        let now = secs / PERIOD_SECS;
+        let age = (now as u32).wrapping_sub(cookie >> 27) & PERIOD_MASK;
+        if age >= MAX_AGE {
             return None;
         }
-        (self.hash(local, remote, peer_isn, minute, data) == cookie & 0xf_ffff)
+        let period = now.wrapping_sub(u64::from(age));
+        (self.hash(local, remote, peer_isn, period, data) == cookie & 0xf_ffff)
             .then(|| Carried::from_bits(data))
     }
 
@@ -172,14 +186,13 @@ impl Cookies {
         local: SocketAddrV4,
         remote: SocketAddrV4,
         peer_isn: u32,
-        minute: u32,
+        period: u64,
         data: u32,
     ) -> u32 {
         let a = u64::from(u32::from(*local.ip())) << 32 | u64::from(u32::from(*remote.ip()));
         let b =
             u64::from(local.port()) << 48 | u64::from(remote.port()) << 32 | u64::from(peer_isn);
-        let c = u64::from(minute) << 32 | u64::from(data);
-        (siphash24(self.key, &[a, b, c]) & 0xf_ffff) as u32
+        (siphash24(self.key, &[a, b, period, u64::from(data)]) & 0xf_ffff) as u32
     }
 }
 
@@ -347,9 +360,6 @@ mod tests {
         assert_eq!(c.check(l, r, 1000, 6400, cookie), Some(carried));
         assert_eq!(carried.mss, 1460);
         assert_eq!(carried.window_scale, Some(7));
-        // Two minutes later still good; three, not.
-        assert!(c.check(l, r, 1000, 6400 + 128, cookie).is_some());
-        assert!(c.check(l, r, 1000, 6400 + 192, cookie).is_none());
         // Another port, another ISN, another secret: refused.
         assert!(
             c.check(l, addr("10.77.0.50:1235"), 1000, 6400, cookie)
@@ -362,6 +372,42 @@ mod tests {
                 .is_none()
         );
         assert!(c.check(l, r, 1000, 6400, cookie ^ 1).is_none());
+    }
+
+    /// A cookie made at `secs` for the connection the tests use, and its check at `later`.
+    fn good_at(c: &Cookies, secs: u64, later: u64) -> bool {
+        let (l, r) = (addr("10.77.0.2:80"), addr("10.77.0.50:1234"));
+        let carried = Carried::from_syn(&SynOptions::default());
+        let cookie = c.make(l, r, 1000, secs, carried);
+        c.check(l, r, 1000, later, cookie) == Some(carried)
+    }
+
+    #[test]
+    fn a_cookie_is_good_in_its_period_and_the_next_and_never_after() {
+        let c = Cookies::new(7, None);
+        // Made at the start of period 100 and at its last second.
+        for made in [100 * PERIOD_SECS, 101 * PERIOD_SECS - 1] {
+            assert!(good_at(&c, made, made));
+            assert!(good_at(&c, made, 101 * PERIOD_SECS), "1 period old");
+            assert!(good_at(&c, made, 102 * PERIOD_SECS - 1), "1 period old");
+            assert!(!good_at(&c, made, 102 * PERIOD_SECS), "2 periods old");
+            assert!(!good_at(&c, made, 103 * PERIOD_SECS), "3 periods old");
+            assert!(!good_at(&c, made, made - PERIOD_SECS), "from the future");
+        }
+    }
+
+    #[test]
+    fn a_cookie_replayed_when_the_carried_counter_comes_round_again_is_refused() {
+        // The cookie carries the counter's low 5 bits: 32 periods later they match again,
+        // and only the full counter in the hash tells the replay apart.
+        let c = Cookies::new(7, None);
+        let made = 100 * PERIOD_SECS + 5;
+        for periods in [32, 33, 64, 32 * 1000] {
+            let later = made + periods * PERIOD_SECS;
+            assert!(!good_at(&c, made, later), "{periods} periods later");
+        }
+        // The same cookie, checked in time, is good: the refusals are the counter's.
+        assert!(good_at(&c, made, made + PERIOD_SECS));
     }
 
     #[test]
