@@ -165,14 +165,15 @@ impl Node {
         if let Some(s) = Segment::parse(&syn) {
             conn.seq.received(&s);
             conn.track.classify(crate::observe::Direction::In, &s);
+            // Our SYN-ACK (the cookie, sent earlier) taken note of as if it had just left:
+            // SND.NXT, our window scale, and its window in the form the segments after it
+            // carry, which a challenge ACK sent before our first segment repeats.
+            let mut ours = Vec::new();
+            self.cookie_syn_ack(&s, cookie).emit(&mut ours);
+            if let Some(ours) = Segment::parse(&ours) {
+                conn.seq.sent(&ours);
+            }
         }
-        // What the SYN-ACK said, as smoltcp wrote it: the window field and our scale.
-        conn.seq.snd_nxt = Some(cookie.wrapping_add(1));
-        conn.seq.our_wscale = if carried.window_scale.is_some() {
-            wscale_for(opts.rx_buf)
-        } else {
-            0
-        };
         conn.state = conn.socket().state();
         conn.queue = Queue::Syn;
         self.listeners[l].half_open += 1;
@@ -538,5 +539,27 @@ mod tests {
             syn_ack(&mut a, t0, "10.77.0.1:40000").seq,
             syn_ack(&mut b, t0, "10.77.0.1:40000").seq
         );
+    }
+
+    #[test]
+    fn a_connection_rebuilt_from_a_cookie_challenges_with_the_window_it_offered() {
+        let mut n = node(|c| c.syn_backlog = 0);
+        let client = addr("10.77.0.1:40000");
+        let synack = syn_ack(&mut n, VIRTUAL_EPOCH, "10.77.0.1:40000");
+        assert_eq!(n.counters().syn_cookies_sent, 1);
+        let scale = synack.options.window_scale.expect("we offer a scale");
+        let ack = segment(client, 1001, Some(synack.seq.wrapping_add(1)), false);
+        let reply = send(&mut n, VIRTUAL_EPOCH, &ack);
+        assert_eq!(n.counters().syn_cookies_validated, 1);
+        assert!(reply.is_empty(), "nothing to say yet: {reply:?}");
+        // RFC 5961 §4.2: a SYN on the synchronized connection, before we have sent
+        // anything on it, gets a challenge ACK with the window the SYN-ACK offered.
+        let reply = send(&mut n, VIRTUAL_EPOCH, &segment(client, 77, None, true));
+        assert_eq!(reply.len(), 1);
+        let c = Segment::parse(&reply[0]).unwrap();
+        assert!(c.ack_flag && !c.syn && !c.rst, "{c:?}");
+        assert_eq!(n.counters().challenge_acks, 1);
+        assert_eq!(c.window, synack.window >> scale, "RFC 7323 §2.2");
+        assert_ne!(c.window, 0);
     }
 }
