@@ -53,7 +53,7 @@ pub struct ServeArgs {
     /// Seconds a kept-alive connection may sit idle before it gets 408 and is closed.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub idle_timeout: u64,
-    /// Seed for initial sequence numbers (default: random). The same seed gives the same ISNs.
+    /// Seed for initial sequence numbers and SYN cookies (default: random, their key from the OS). A seed makes them predictable: for experiments only.
     #[arg(long)]
     pub seed: Option<u64>,
     /// TCP port of the HTTPS server (TLS 1.3 and 1.2, rustls).
@@ -172,6 +172,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
     };
 
     let seed = args.seed.unwrap_or_else(setup::random_seed);
+    // Unseeded, the key of ISNs and cookies owes nothing to the seed (which our ISNs and
+    // ports give away): RFC 6528 §3 wants it secret.
+    let secret = match args.seed {
+        Some(_) => None,
+        None => Some(synack::node::os_secret().context(
+            "cannot read random bytes from the kernel; give --seed N to run with predictable ISNs and SYN cookies",
+        )?),
+    };
     let faults = args.faults.config(seed, 0);
     let mtu = tun.mtu();
     let cfg = Config {
@@ -201,6 +209,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
             idle: Duration::from_secs(args.idle_timeout),
         },
         seed,
+        secret,
         dns_port: (!args.no_dns).then_some(args.dns_port),
         dns_names: args.names.clone(),
         knobs: args.knobs.knobs(),

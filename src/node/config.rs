@@ -151,6 +151,9 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Seeds smoltcp's generator: initial sequence numbers and ephemeral ports.
     pub seed: u64,
+    /// Keys SYN cookies and passive ISNs (RFC 6528): from the OS unless the run is to be
+    /// reproducible; `None` derives them from `seed`, so a seeded run repeats its ISNs.
+    pub secret: Option<[u8; 32]>,
     /// The DNS responder's UDP port, or `None` for no responder.
     pub dns_port: Option<u16>,
     /// The names the DNS responder answers with the stack's address.
@@ -205,6 +208,7 @@ impl Default for Config {
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             seed: 0,
+            secret: None,
             dns_port: Some(53),
             dns_names: vec!["synack.test".into()],
             knobs: TcpKnobs::default(),

@@ -53,6 +53,7 @@ mod wire;
 
 pub use client::{ConnStatus, Ended, LookupError, LookupId};
 pub use config::{Config, Congestion, Counters, TcpKnobs, limits};
+pub use cookie::os_secret;
 pub use device::Outgoing;
 pub use sockets::{AppState, SockError, UdpId};
 
@@ -190,7 +191,7 @@ impl Node {
             .collect();
         let mut node = Node {
             pools: buffers::Pools::default(),
-            cookies: cookie::Cookies::new(cfg.seed),
+            cookies: cookie::Cookies::new(cfg.seed, cfg.secret),
             challenges: guard::RateLimit::new(limits::CHALLENGE_ACKS_PER_SEC),
             cfg,
             iface,
