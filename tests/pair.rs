@@ -225,3 +225,83 @@ fn a_response_still_on_its_way_is_not_cut_short_by_the_idle_timeout() {
         .collect();
     assert_eq!(statuses, vec![200], "no 408 behind the body");
 }
+
+/// Found by fuzz/pair: HTTPS on a link that loses nothing but duplicates 45 % of packets
+/// and jitters them by up to 25 ms (so it reorders), jumbo MTU, 2 KB receive buffers,
+/// Nagle on: `/bytes/19800` with `Connection: close` must arrive whole. Before, smoltcp's
+/// fast retransmission sent 3832 B and the FIN into a 2048 B window, and the client's
+/// smoltcp took the FIN and lost the bytes past its window.
+#[test]
+fn https_over_a_duplicating_jittery_link_arrives_whole() {
+    let faults = FaultConfig {
+        duplicate: 45.0,
+        jitter_ms: 25,
+        seed: 8_747_238_705_552_424_960,
+        ..FaultConfig::default()
+    };
+    let identity =
+        synack::tls::seeded::identity(1, &["synack.test".into()], SERVER).expect("an identity");
+    let provider = || std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let server_tls = synack::tls::server_config_with(&identity, None, provider()).unwrap();
+    let knobs = synack::node::TcpKnobs {
+        nagle: true,
+        ack_delay: Some(std::time::Duration::from_millis(10)),
+        congestion: synack::node::Congestion::Cubic,
+        ..synack::node::TcpKnobs::default()
+    };
+    let small = |c: &mut Config| {
+        c.mtu = 9000;
+        c.rx_buf = 2048;
+        c.tx_buf = 4096;
+        c.knobs = knobs;
+    };
+    let mut pair = pair(
+        |c| {
+            small(c);
+            c.https_port = Some(443);
+            c.tls = Some(server_tls);
+            c.seed = 121;
+        },
+        |c| {
+            small(c);
+            c.seed = 121 ^ 0x5555;
+        },
+        faults,
+        None,
+    );
+    let mut request = ClientRequest::get("synack.test", "/bytes/19800");
+    request.headers.push(("Connection".into(), "close".into()));
+    let plan = synack::fetch::Plan {
+        host: "synack.test".into(),
+        ip: Some(SERVER),
+        resolver: SERVER,
+        port: 443,
+        tls: Some(
+            synack::tls::client_config(synack::tls::Trust::Anyone, None, provider()).unwrap(),
+        ),
+        requests: vec![request],
+        wait_time_wait: false,
+    };
+    let received = Rc::new(RefCell::new(0u64));
+    let sink = {
+        let received = Rc::clone(&received);
+        Box::new(move |_: usize, data: &[u8]| {
+            *received.borrow_mut() += data.len() as u64;
+            Ok(())
+        })
+    };
+    let mut client = synack::fetch::Client::new(plan, sink);
+    let mut result = None;
+    pair.run_until(Duration::from_secs(900), |pair| {
+        let now = pair.now();
+        result = client.poll(&mut pair.client.node, now);
+        result.is_some()
+    })
+    .expect("the fetch ends");
+    let report = result.unwrap().expect("the fetch succeeds");
+    assert_eq!(report.exchanges[0].body_bytes, 19_800);
+    assert_eq!(*received.borrow(), 19_800);
+    // Three duplicated ACKs set off a fast retransmission of a whole MSS (8960 B) into
+    // the client's 2048 B window: cut to the window, and the FIN it carried goes later.
+    assert!(pair.server.node.counters().segments_cut_to_window >= 1);
+}

@@ -248,6 +248,12 @@ pub struct Counters {
     /// too long), and fragments ignored as repeats of bytes already there.
     pub fragments_discarded: u64,
     pub fragments_duplicate: u64,
+    /// FINs not taken because they lay beyond our receive window (the data before them
+    /// inside it was).
+    pub fins_beyond_window: u64,
+    /// Segments of ours cut to the peer's window (smoltcp's fast retransmission sends a
+    /// whole MSS).
+    pub segments_cut_to_window: u64,
     /// Resets we sent for segments to closed ports (RFC 9293 §3.10.7.1).
     pub resets_sent: u64,
     /// RFC 5961: challenge ACKs sent, and those the rate limit held back.

@@ -7,7 +7,7 @@ use smoltcp::time::{Duration, Instant};
 
 use super::conn::Conn;
 use super::wire::Bare;
-use crate::observe::Segment;
+use crate::observe::{Segment, seq_ge};
 
 /// What to do with a segment for an existing connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +18,8 @@ pub enum Judgement {
     Challenge(&'static str),
     /// Dropped; smoltcp never sees it.
     Drop(&'static str),
+    /// smoltcp takes it without its FIN, which lies beyond our receive window.
+    WithoutFin(&'static str),
 }
 
 pub fn judge(conn: &Conn, seg: &Segment) -> Judgement {
@@ -54,6 +56,22 @@ pub fn judge(conn: &Conn, seg: &Segment) -> Judgement {
         }
         // RFC 5961 §4.2: any SYN on a synchronized connection gets a challenge ACK.
         return Judgement::Challenge("SYN on a synchronized connection (RFC 5961 §4.2)");
+    }
+    // RFC 9293 §3.10.7.4: of a segment that runs past the receive window only the part
+    // inside is taken; its FIN, after the end, is not (the peer sends it again). smoltcp
+    // 0.14 cuts the data at the window's edge but still takes the FIN, and the bytes it
+    // cut off are lost to a connection that then closes as if complete. smoltcp's window
+    // is ours: the last ACK we sent plus the window it offered, scaled.
+    if seg.fin
+        && let Some(last_ack) = conn.seq.last_ack
+    {
+        let right_edge = last_ack.wrapping_add(conn.seq.rcv_wnd());
+        let end = seg.seq.wrapping_add(seg.payload_len);
+        if !seq_ge(right_edge, end) {
+            return Judgement::WithoutFin(
+                "FIN beyond our receive window: the data inside is taken, the FIN is not (RFC 9293 §3.10.7.4)",
+            );
+        }
     }
     Judgement::Pass
 }

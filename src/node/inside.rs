@@ -140,6 +140,18 @@ impl Inside {
         self.ack_forced = heard.ack_forced;
     }
 
+    /// How many of a segment's `len` bytes at `seq` fit in the peer's window (SND.UNA +
+    /// SND.WND, RFC 9293 §3.8.6), when that is fewer than all and more than none; `None`
+    /// otherwise (it fits, or the window is closed and this is a probe). Only a segment
+    /// from SND.UNA is judged, as smoltcp's fast retransmission sends it: smoltcp keeps
+    /// its other segments inside the same window itself.
+    pub fn fits_in_window(&self, seq: u32, len: u32) -> Option<u32> {
+        if self.snd_una != Some(seq) {
+            return None;
+        }
+        (0 < self.peer_window && self.peer_window < len).then_some(self.peer_window)
+    }
+
     /// Bytes sent and not yet acknowledged, once `snd_nxt` has gone out.
     pub fn in_flight(&self, snd_nxt: u32) -> u32 {
         self.snd_una

@@ -153,6 +153,8 @@ pub struct Node {
     counters: Counters,
     /// Words for the inbound packet being handled (the capture's comment).
     in_note: String,
+    /// A copy of an inbound packet that smoltcp must see changed (kept for its capacity).
+    scratch: Vec<u8>,
     /// Connections being served (taken by the application, not yet closed by us).
     active: usize,
     /// Connections we closed that still send (FIN-WAIT-1, FIN-WAIT-2, CLOSING, LAST-ACK):
@@ -210,6 +212,7 @@ impl Node {
             reassembly: fragments::Reassembly::default(),
             counters: Counters::default(),
             in_note: String::new(),
+            scratch: Vec::new(),
             active: 0,
             orphans: 0,
             accept_held: false,

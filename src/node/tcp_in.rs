@@ -100,6 +100,15 @@ impl Node {
                 self.note_in(format_args!("dropped: {why}"));
             }
             Judgement::Challenge(why) => self.challenge(now, slot, why),
+            Judgement::WithoutFin(why) => {
+                self.counters.fins_beyond_window += 1;
+                self.note_in(format_args!("{why}"));
+                let mut copy = std::mem::take(&mut self.scratch);
+                wire::without_fin(packet, &mut copy);
+                let seg = Segment { fin: false, ..seg };
+                self.turn(now, slot, Cause::packet(&copy, seg));
+                self.scratch = copy;
+            }
         }
     }
 

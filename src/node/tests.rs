@@ -1292,3 +1292,52 @@ fn a_dropped_node_unmaps_the_buffers_of_its_open_connections() {
         "the open connection's buffers are unmapped with the node"
     );
 }
+
+#[test]
+fn a_fin_beyond_the_receive_window_is_not_taken_and_the_data_inside_is() {
+    // smoltcp 0.14 would cut the data at the window's edge and still take the FIN: the
+    // connection would close with the rest of the request lost.
+    let mut h = Harness::new(|c| c.rx_buf = 1024);
+    let client = addr("10.77.0.1:40000");
+    let server = addr(SERVER);
+    let (seq, ack) = h.connect(client, 1000);
+    let request = format!(
+        "GET /?{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "a".repeat(1400)
+    )
+    .into_bytes();
+    let reply = h.send(&tcp(client, server, seq, Some(ack), "FPA", &request, &[]));
+    assert!(
+        h.in_note.contains("FIN beyond our receive window"),
+        "{}",
+        h.in_note
+    );
+    assert_eq!(h.node.counters().fins_beyond_window, 1);
+    let acks: Vec<u32> = reply.iter().map(|s| s.seg().ack).collect();
+    assert_eq!(
+        acks.last(),
+        Some(&seq.wrapping_add(1024)),
+        "the window's 1024 bytes acknowledged, not the FIN: {reply:?}"
+    );
+    // The rest, and the FIN again: the request is whole and answered.
+    let rest = &request[1024..];
+    let reply = h.send(&tcp(
+        client,
+        server,
+        seq.wrapping_add(1024),
+        Some(ack),
+        "FPA",
+        rest,
+        &[],
+    ));
+    let last = reply.last().expect("an answer").seg();
+    assert_eq!(
+        last.ack,
+        seq.wrapping_add(request.len() as u32 + 1),
+        "everything and the FIN acknowledged: {reply:?}"
+    );
+    assert!(
+        reply.iter().any(|s| s.seg().payload_len > 0),
+        "the request is answered: {reply:?}"
+    );
+}

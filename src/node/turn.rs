@@ -16,7 +16,7 @@ use super::record::{self, Attach, TimeWaitEnd};
 use super::time_wait::Entry;
 use super::timers::Owner;
 use super::wire::Bare;
-use super::{Ended, Node, interface, limits, state_name};
+use super::{Ended, Node, interface, limits, state_name, wire};
 use crate::journey::{Stage, What};
 use crate::observe::{Direction, Segment};
 
@@ -131,11 +131,31 @@ impl Node {
             let Some(out) = self.out.get_mut(i) else {
                 break;
             };
-            let Some(seg) = Segment::parse(&out.data) else {
+            let Some(mut seg) = Segment::parse(&out.data) else {
                 continue;
             };
             if seg.tuple(Direction::Out) != conn.tuple {
                 continue;
+            }
+            // smoltcp 0.14's fast retransmission sends a whole MSS from SND.UNA whatever
+            // the peer's window; a sender must stay inside it (RFC 9293 §3.8.6). Cut to the
+            // window: smoltcp counts the rest as sent, and its retransmission timer sends
+            // it again (the peer would have dropped it anyway).
+            if let Some(keep) = conn.inside.fits_in_window(seg.seq, seg.payload_len) {
+                let len = seg.payload_len;
+                wire::trim_payload(&mut out.data, keep as usize);
+                if let Some(trimmed) = Segment::parse(&out.data) {
+                    seg = trimmed;
+                    self.counters.segments_cut_to_window += 1;
+                    if self.cfg.notes {
+                        super::append(
+                            &mut out.note,
+                            format_args!(
+                                "cut from {len} to {keep} B: the peer's window (smoltcp's fast retransmission sends a whole MSS)"
+                            ),
+                        );
+                    }
+                }
             }
             let role = conn.track.classify(Direction::Out, &seg);
             let resent = conn

@@ -122,6 +122,43 @@ pub fn tcp_checksum_ok(packet: &[u8]) -> bool {
     tcp.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst))
 }
 
+/// Copies `packet` (an IPv4 packet carrying TCP, checksums already verified) into `out`
+/// without its FIN flag, checksum made right again.
+pub fn without_fin(packet: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(packet);
+    let mut ip = Ipv4Packet::new_unchecked(&mut out[..]);
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let mut tcp = TcpPacket::new_unchecked(ip.payload_mut());
+    tcp.set_fin(false);
+    tcp.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+}
+
+/// Cuts the payload of `packet` (an IPv4 packet carrying TCP, as smoltcp wrote it) to
+/// its first `keep` bytes; a FIN goes with the bytes cut off. Lengths and checksums are
+/// made right again.
+pub fn trim_payload(packet: &mut Vec<u8>, keep: usize) {
+    let Ok(ip) = Ipv4Packet::new_checked(&packet[..]) else {
+        return;
+    };
+    let ip_len = usize::from(ip.header_len());
+    let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
+        return;
+    };
+    let end = ip_len + usize::from(tcp.header_len()) + keep;
+    if end >= packet.len() {
+        return;
+    }
+    packet.truncate(end);
+    let mut ip = Ipv4Packet::new_unchecked(&mut packet[..]);
+    ip.set_total_len(end as u16);
+    ip.fill_checksum();
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let mut tcp = TcpPacket::new_unchecked(ip.payload_mut());
+    tcp.set_fin(false);
+    tcp.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+}
+
 /// Why an IPv4 packet is not taken, in the words its capture comment uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IpRefused {
