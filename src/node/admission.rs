@@ -164,6 +164,8 @@ impl Node {
         while iface.poll_egress(now, &mut dev, &mut conn.set) != smoltcp::iface::PollResult::None {}
         if let Some(s) = Segment::parse(&syn) {
             conn.seq.received(&s);
+            // The peer's window scale, which the ACK's window field needs.
+            conn.inside.inbound(&s);
             conn.track.classify(crate::observe::Direction::In, &s);
             // Our SYN-ACK (the cookie, sent earlier) taken note of as if it had just left:
             // SND.NXT, our window scale, and its window in the form the segments after it

@@ -1341,3 +1341,58 @@ fn a_fin_beyond_the_receive_window_is_not_taken_and_the_data_inside_is() {
         "the request is answered: {reply:?}"
     );
 }
+
+#[test]
+fn a_connection_rebuilt_from_a_cookie_scales_the_peers_window() {
+    // The ACK that returns a cookie says its window in units of 2^7 (its SYN's scale,
+    // which the cookie carried): 20 means 2560 B. Read unscaled, a retransmission of the
+    // response would be cut to 20 B.
+    let mut h = Harness::new(|c| c.syn_backlog = 1);
+    let server = addr(SERVER);
+    h.send(&tcp(
+        addr("10.77.0.50:1024"),
+        server,
+        1,
+        None,
+        "S",
+        &[],
+        &syn_options(),
+    ));
+    let client = addr("10.77.0.1:42000");
+    let reply = h.send(&tcp(client, server, 9000, None, "S", &[], &syn_options()));
+    assert!(reply[0].note.contains("is a SYN cookie"), "{reply:?}");
+    let ack = reply[0].seg().seq.wrapping_add(1);
+    let req = b"GET /bytes/1000 HTTP/1.1\r\nHost: x\r\n\r\n";
+    let reply = h.send(&tcp_window(
+        client,
+        server,
+        9001,
+        Some(ack),
+        "PA",
+        req,
+        &[],
+        20,
+    ));
+    assert_eq!(h.node.counters().syn_cookies_validated, 1);
+    let first = reply
+        .iter()
+        .map(|s| s.seg())
+        .find(|s| s.payload_len > 0)
+        .expect("the response");
+    assert!(first.payload_len > 1000, "{first:?}");
+    // Not acknowledged: the retransmission timer sends it again, whole.
+    let again = h.advance(Duration::from_secs(2));
+    let resent = again
+        .iter()
+        .map(|s| s.seg())
+        .find(|s| s.payload_len > 0)
+        .expect("a retransmission");
+    assert_eq!(resent.seq, first.seq);
+    assert_eq!(
+        resent.payload_len,
+        first.payload_len,
+        "{:?}",
+        again.iter().map(|s| &s.note).collect::<Vec<_>>()
+    );
+    assert_eq!(h.node.counters().segments_cut_to_window, 0);
+}

@@ -138,10 +138,15 @@ impl Node {
                 continue;
             }
             // smoltcp 0.14's fast retransmission sends a whole MSS from SND.UNA whatever
-            // the peer's window; a sender must stay inside it (RFC 9293 §3.8.6). Cut to the
-            // window: smoltcp counts the rest as sent, and its retransmission timer sends
-            // it again (the peer would have dropped it anyway).
-            if let Some(keep) = conn.inside.fits_in_window(seg.seq, seg.payload_len) {
+            // the peer's window; a sender must stay inside it (RFC 9293 §3.8.6). Cut a
+            // retransmission to the window: smoltcp counts the rest as sent, and its
+            // retransmission timer sends it again (the peer would have dropped it anyway).
+            // New data smoltcp keeps inside the window itself.
+            let resent = conn
+                .seq
+                .snd_nxt
+                .is_some_and(|n| !crate::observe::seq_ge(seg.seq, n));
+            if resent && let Some(keep) = conn.inside.fits_in_window(seg.seq, seg.payload_len) {
                 let len = seg.payload_len;
                 wire::trim_payload(&mut out.data, keep as usize);
                 if let Some(trimmed) = Segment::parse(&out.data) {
@@ -151,17 +156,13 @@ impl Node {
                         super::append(
                             &mut out.note,
                             format_args!(
-                                "cut from {len} to {keep} B: the peer's window (smoltcp's fast retransmission sends a whole MSS)"
+                                "cut from {len} to {keep} B: the peer's window (smoltcp 0.14 retransmits a whole MSS from SND.UNA whatever the window)"
                             ),
                         );
                     }
                 }
             }
             let role = conn.track.classify(Direction::Out, &seg);
-            let resent = conn
-                .seq
-                .snd_nxt
-                .is_some_and(|n| !crate::observe::seq_ge(seg.seq, n));
             conn.seq.sent(&seg);
             record::observed_out(
                 &mut self.journal,
