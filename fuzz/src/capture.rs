@@ -567,8 +567,10 @@ impl Capture {
                         .min(snap as usize);
                     clock = match time {
                         Time::After(d) => {
+                            // After an absolute time near the end of u32 seconds, the
+                            // clock wraps as a 32-bit pcap timestamp does.
                             let frac = clock.1 + u32::from(*d) * 7;
-                            (clock.0 + frac / frac_max, frac % frac_max)
+                            (clock.0.wrapping_add(frac / frac_max), frac % frac_max)
                         }
                         Time::Abs(t) => ((*t >> 32) as u32, (*t as u32) % frac_max),
                     };
