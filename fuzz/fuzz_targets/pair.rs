@@ -30,10 +30,17 @@ use synack::session::ClientRequest;
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 
-/// The fetch must end within this much virtual time whatever the link does: every wait
-/// in the stack is bounded (SYN and data retransmissions by the 60 s user timeout, DNS by
-/// its retries, TIME-WAIT by 60 s).
+/// The fetch must end within this much virtual time, plus [`SLOWEST`] for every byte it
+/// asks for, whatever the link does: every wait in the stack is bounded (SYN and data
+/// retransmissions by the 60 s send timeout, DNS by its retries, TIME-WAIT by 60 s), so a
+/// link either carries data or the fetch fails.
 const FETCH_LIMIT: Duration = Duration::from_secs(900);
+
+/// The slowest a link the input can make still carries data, in bytes a second: 2 KB
+/// windows, a round trip of up to 1.5 s, and a sixth of the packets lost each way with
+/// RTO backoff give several hundred (a fetch of 700 KB on such a link once took longer
+/// than a fixed 900 s, and was slow, not stuck).
+const SLOWEST: u64 = 100;
 
 /// Then this long for the server to finish closing (the FIN timeout is 60 s).
 const AFTER: Duration = Duration::from_secs(600);
@@ -251,8 +258,10 @@ fuzz_target!(|input: Input| {
         Link::new(faults),
         start,
     );
+    let asked: u64 = expected.iter().map(|(_, n)| n.unwrap_or(0)).sum();
+    let limit = FETCH_LIMIT + Duration::from_secs(asked / SLOWEST);
     let mut result = None;
-    let run = pair.run_until(FETCH_LIMIT, |pair| {
+    let run = pair.run_until(limit, |pair| {
         let now = pair.now();
         result = client.poll(&mut pair.client.node, now);
         result.is_some()
