@@ -292,21 +292,12 @@ impl Node {
             self.counters.send_timeouts += 1;
             let state = state_name(conn.state);
             let secs = limits::SEND_TIMEOUT.as_secs();
-            self.journal.record(
-                Some(conn.id),
-                now.total_micros(),
-                Stage::Close,
+            self.time_out(
+                now,
+                conn,
                 What::SendTimeout { state, secs },
+                format_args!("reset: the peer took none of our data for {secs} s (send timeout)"),
             );
-            if self.cfg.notes {
-                super::append(
-                    &mut conn.note,
-                    format_args!(
-                        "reset: the peer took none of our data for {secs} s (send timeout)"
-                    ),
-                );
-            }
-            conn.socket_mut().abort();
         }
         // Linux's tcp_fin_timeout: the peer acknowledged our FIN and never sends its own.
         // While our FIN or data is unacknowledged (FIN-WAIT-1, CLOSING, LAST-ACK), the
@@ -322,20 +313,30 @@ impl Node {
             self.counters.fin_timeouts += 1;
             let state = state_name(conn.state);
             let secs = limits::FIN_TIMEOUT.as_secs();
-            self.journal.record(
-                Some(conn.id),
-                now.total_micros(),
-                Stage::Close,
+            self.time_out(
+                now,
+                conn,
                 What::FinTimeout { state, secs },
+                format_args!("reset: still {state} {secs} s after our FIN (tcp_fin_timeout)"),
             );
-            if self.cfg.notes {
-                super::append(
-                    &mut conn.note,
-                    format_args!("reset: still {state} {secs} s after our FIN (tcp_fin_timeout)"),
-                );
-            }
-            conn.socket_mut().abort();
         }
+    }
+
+    /// A connection given up by one of our timeouts: the journey says which, the RST
+    /// that follows says why, and the socket is aborted.
+    fn time_out(
+        &mut self,
+        now: Instant,
+        conn: &mut Conn,
+        what: What,
+        why: std::fmt::Arguments<'_>,
+    ) {
+        self.journal
+            .record(Some(conn.id), now.total_micros(), Stage::Close, what);
+        if self.cfg.notes {
+            super::append(&mut conn.note, why);
+        }
+        conn.socket_mut().abort();
     }
 
     /// Compares the socket's state with the last one seen: records the transition, moves
